@@ -1,0 +1,15 @@
+"""madjax: self-consuming generative loops in JAX.
+
+Reproduces and extends "Self-Consuming Generative Models Go MAD"
+(Alemohammad et al., 2024): Gaussian and Gaussian-mixture autophagous loops
+as thousands of vmapped Monte-Carlo chains, the effective sample size n_e and
+the phase diagrams, and deep loops through the same generation-step interface.
+"""
+
+__version__ = "0.1.0"
+
+from madjax.base import GenerativeModel
+from madjax.loops import LoopParams, LoopSpec
+from madjax.simulate import simulate
+
+__all__ = ["GenerativeModel", "LoopParams", "LoopSpec", "simulate", "__version__"]

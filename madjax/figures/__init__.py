@@ -1,0 +1,102 @@
+"""Paper figures: one small record per figure, three presets each (DESIGN §4).
+
+Each figure module exposes ``FIGURES: dict[str, Figure]``. A :class:`Figure`
+bundles
+
+* ``get_config(preset) -> config`` -- the ``paper`` configuration with a
+  ``quick`` / ``smoke`` overlay (the big_vision pattern); grids live there,
+  documented beside their values;
+* ``run(config, out_dir, *, seed, progress) -> None`` -- compute and store the
+  data under ``out_dir`` (resumable where the run is long);
+* ``dry_run(config) -> str`` -- validate, report shapes and a memory estimate,
+  compile one step, without running;
+* ``plot(out_dir) -> list[str]`` -- redraw ``FIG.png`` and ``FIG.pdf`` from
+  the saved data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Callable, NamedTuple
+
+from madjax.validation import ParameterError, check_choice, check_writable
+
+PRESETS = ("smoke", "quick", "paper")
+
+
+class Figure(NamedTuple):
+    name: str
+    get_config: Callable[[str], Any]
+    run: Callable[..., None]
+    dry_run: Callable[[Any], str]
+    plot: Callable[[str], list]
+
+
+# Figure id -> module that defines it (imported lazily: deep models are heavy).
+_MODULES = {
+    "fig9": "madjax.figures.phase",
+    "fig10": "madjax.figures.phase",
+    "fig30": "madjax.figures.phase",
+    "fig31": "madjax.figures.phase",
+    "fig32": "madjax.figures.phase",
+    "fig33": "madjax.figures.phase",
+    "fig34": "madjax.figures.phase",
+    "fig11": "madjax.figures.gmm",
+    "fig12": "madjax.figures.gmm",
+    "fig15": "madjax.figures.glow",
+    "fig4": "madjax.figures.ddpm",
+    "fig8": "madjax.figures.ddpm",
+    "fig9-ddpm": "madjax.figures.ddpm",
+    "fig13": "madjax.figures.wgan",
+    "fig14": "madjax.figures.ddpm",
+    "fig28": "madjax.figures.ddpm",
+    "fig29": "madjax.figures.ddpm",
+}
+FIGURE_IDS = tuple(_MODULES)
+
+
+def get_figure(fig_id: str, param: str = "figure") -> Figure:
+    check_choice(param, fig_id, FIGURE_IDS)
+    try:
+        module = importlib.import_module(_MODULES[fig_id])
+    except ModuleNotFoundError as err:
+        if err.name != _MODULES[fig_id]:
+            raise
+        raise ParameterError(param, f"{fig_id} is not available in this version of madjax") from None
+    return module.FIGURES[fig_id]
+
+
+def _expand(figures: list[str]) -> list[str]:
+    if "all" in figures:
+        return list(FIGURE_IDS)
+    return list(dict.fromkeys(figures))
+
+
+def reproduce(figures, *, preset: str = "quick", out: str, dry_run: bool = False, seed: int = 0,
+              progress: bool = True) -> None:
+    """Run figures' presets into ``out`` and draw them (``DIR/FIG.png``, ``DIR/FIG.pdf``).
+
+    Everything is validated (ids, preset, output directory, configurations)
+    before the first figure starts.
+    """
+    check_choice("preset", preset, PRESETS)
+    check_writable("out", out, directory=True)
+    figs = [get_figure(f) for f in _expand(list(figures))]
+    configs = [fig.get_config(preset) for fig in figs]
+    for fig, config in zip(figs, configs):
+        if dry_run:
+            print(f"{fig.name} [{preset}]: {fig.dry_run(config)}")
+            continue
+        os.makedirs(out, exist_ok=True)
+        fig.run(config, out, seed=seed, progress=progress)
+        for path in fig.plot(out):
+            if progress:
+                print(path)
+
+
+def plot(fig_id: str, source: str) -> list:
+    fig = get_figure(fig_id)
+    if not os.path.isdir(source):
+        raise ParameterError("from", f"no such directory: {source!r}")
+    return fig.plot(source)
