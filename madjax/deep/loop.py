@@ -1,0 +1,372 @@
+"""The deep loop driver: one chain of a self-consuming loop with a trained model.
+
+Generation 1 is fitted to real data only: ``n_ini`` fresh samples, except in
+the synthetic-augmentation loop, where G¹ is fitted to the real set D_r
+(``n_real`` samples) that is then reused at every generation. For t ≥ 2 the
+training set of generation t is (paper §2, App. A; DESIGN §1)
+
+=========================  ===================================  ==========================
+loop                       real part                            synthetic part
+=========================  ===================================  ==========================
+fully-synthetic            none                                 n_s samples from G^{t−1}
+synthetic-augmentation     the same D_r (n_r) every generation  n_s samples from G^{t−1}
+fresh                      n_r **new** real samples             n_s samples from G^{t−1}
+=========================  ===================================  ==========================
+
+with the variants
+
+* sampling bias λ, passed to the model's ``sample``;
+* memory K: each synthetic point comes from a model drawn uniformly among the
+  last K generations that exist (t−K … t−1; fewer at the start) -- the
+  assignment of points to models is uniform, so group sizes are
+  Multinomial(n_s, uniform);
+* accumulation: the synthetic part is the pool of every synthetic set drawn
+  so far, n_s^t = (t − 1)·n_s (App. A.2).
+
+Unlike the analytical loops (a ``lax.scan``), a deep generation is minutes of
+training, so this driver is a Python loop that checkpoints after every
+generation with orbax (:mod:`madjax.deep.checkpoint`) and resumes from the last
+finished one. Every random number of generation t comes from
+``fold_in(seed_key, t)``-derived keys, so a run killed at any point and resumed
+gives the same numbers as an uninterrupted run.
+
+**What the metrics describe.** The paper measures a deep generation by its
+*synthetic data* (FID / precision / recall of generated samples, Figs 4, 13,
+15), so each generation is evaluated on ``n_eval`` fresh samples of G^t drawn
+with the loop's bias λ -- the law of the data the next generation trains on.
+(The Gaussian engine instead describes the fitted N(μ_t, Σ_t), DESIGN §2.)
+
+Outputs in ``out`` (DESIGN §10):
+
+* ``metrics.csv`` -- one row per finished generation: ``generation`` then the
+  metrics, rewritten from the checkpoint after every generation;
+* ``samples/gen_{t}.npz`` (t zero-padded to the width of T; array ``x``,
+  float32, data space) and ``samples/gen_{t}.png`` for t = 1, every
+  ``save_every``-th generation and t = T;
+* ``checkpoints/`` -- the orbax checkpoints (the last ``keep``);
+* ``config.json`` -- the run's configuration; a later call with the same
+  ``out`` resumes only if everything but ``generations`` matches.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from madjax._progress import progress_bar
+from madjax.base import GenerativeModel
+from madjax.data import DataSource
+from madjax.deep.checkpoint import Checkpointer
+from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_writable
+
+Array = jax.Array
+
+LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
+
+# evaluate(key, params, x_model, x_ref) -> {metric: float}
+EvaluateFn = Callable[[Array, Any, Array, Array], Mapping[str, float]]
+
+# Streams of fold_in(seed_key, stream): distinct roots for the real data, each
+# generation's model keys, the evaluation reference and the initial parameters.
+_REAL, _GENERATION, _REFERENCE, _INIT = 0, 1, 2, 3
+# Sub-streams of one generation's key.
+_SYN, _FIT, _EVAL, _METRICS = 0, 1, 2, 3
+
+# Configuration fields that may change between a run and its resumption.
+_RESUMABLE_CHANGES = ("generations", "save_every")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepLoop:
+    """Which loop, and its sizes (all static: a deep loop runs one chain).
+
+    Attributes:
+      kind: ``"fully-synthetic"``, ``"synthetic-augmentation"`` or ``"fresh"``.
+      n_ini: real samples of generation 1 (must equal ``n_real`` in the
+        synthetic-augmentation loop, whose G¹ is fitted to D_r).
+      n_real: real samples per generation t ≥ 2 (0 in the fully synthetic loop).
+      n_syn: synthetic samples drawn per generation t ≥ 2.
+      memory: K, the number of previous models synthetic points come from.
+      accumulate: keep every previous generation's synthetic samples.
+
+    Raises:
+      ParameterError: naming the offending field (``kind`` is reported as
+        ``loop``); checked in ``__post_init__``.
+    """
+
+    kind: str
+    n_ini: int
+    n_real: int
+    n_syn: int
+    memory: int = 1
+    accumulate: bool = False
+
+    def __post_init__(self):
+        check_choice("loop", self.kind, LOOPS)
+        check_int("n_ini", self.n_ini, minimum=2)
+        check_int("memory", self.memory, minimum=1)
+        if self.accumulate and self.memory > 1:
+            raise ParameterError("memory", "memory K > 1 cannot be combined with accumulate")
+        if self.kind == "fully-synthetic":
+            check_int("n_syn", self.n_syn, minimum=2)
+            if self.n_real != 0:
+                raise ParameterError("n_real", f"must be 0 (or omitted) in the fully-synthetic loop, got {self.n_real}")
+        elif self.kind == "synthetic-augmentation":
+            check_int("n_real", self.n_real, minimum=2)
+            check_int("n_syn", self.n_syn, minimum=0)
+            if self.n_ini != self.n_real:
+                raise ParameterError(
+                    "n_ini", f"must equal n_real ({self.n_real}) in the synthetic-augmentation loop, got {self.n_ini}"
+                )
+        else:
+            check_int("n_real", self.n_real, minimum=0)
+            check_int("n_syn", self.n_syn, minimum=0)
+            if self.n_real + self.n_syn < 2:
+                raise ParameterError("n_syn", f"n_real + n_syn must be >= 2, got {self.n_real + self.n_syn}")
+
+    def training_size(self, t: int) -> int:
+        """Points in the training set of generation ``t`` (1-based)."""
+        if t == 1:
+            return self.n_ini
+        n_syn = (t - 1) * self.n_syn if self.accumulate else self.n_syn
+        return self.n_real + n_syn
+
+
+def generation_key(seed_key: Array, t: int) -> Array:
+    """The key of generation ``t``: ``fold_in(fold_in(seed_key, 1), t)``."""
+    return jax.random.fold_in(jax.random.fold_in(seed_key, _GENERATION), t)
+
+
+def real_data(seed_key: Array, source: DataSource, loop: DeepLoop, t: int) -> Array:
+    """The real part of generation ``t``'s training set (empty for t ≥ 2 when fully synthetic).
+
+    D_r of the synthetic-augmentation loop and the n_ini points of G¹ share the
+    key of generation 1, so D_r *is* G¹'s training set.
+    """
+    root = jax.random.fold_in(seed_key, _REAL)
+    if t == 1:
+        return source.sample(jax.random.fold_in(root, 1), loop.n_ini)
+    if loop.kind == "synthetic-augmentation":
+        return source.sample(jax.random.fold_in(root, 1), loop.n_real)
+    if loop.kind == "fresh":
+        return source.sample(jax.random.fold_in(root, t), loop.n_real)
+    return jnp.zeros((0, *source.shape), jnp.float32)
+
+
+def sample_memory(key: Array, model: GenerativeModel, history: list, n: int, lam: float) -> Array:
+    """n points, each from a model drawn uniformly among ``history`` (the last K).
+
+    Args:
+      key: PRNG key.
+      model: the generative model record.
+      history: parameters of the available previous models, oldest first.
+      n: number of points.
+      lam: sampling bias λ.
+
+    Returns:
+      ``(n, ...)`` samples, shuffled so the models are interleaved.
+    """
+    k_assign, k_draw, k_perm = jax.random.split(key, 3)
+    if len(history) == 1:
+        return model.sample(k_draw, history[0], n, lam)
+    assignment = jax.random.randint(k_assign, (n,), 0, len(history))
+    counts = np.bincount(np.asarray(assignment), minlength=len(history))
+    parts = [
+        model.sample(jax.random.fold_in(k_draw, j), params, int(c), lam)
+        for j, (params, c) in enumerate(zip(history, counts))
+        if c > 0
+    ]
+    return jax.random.permutation(k_perm, jnp.concatenate(parts, axis=0), axis=0)
+
+
+def check_resumable(out: str, record: Mapping[str, Any]) -> None:
+    """Raise ``ParameterError('out')`` if ``out`` holds a run with another configuration.
+
+    ``record`` is the run's JSON-able configuration; only the fields in
+    ``_RESUMABLE_CHANGES`` (``generations``, ``save_every``) may differ.
+    """
+    check_writable("out", out, directory=True)
+    path = os.path.join(out, "config.json")
+    if not os.path.exists(path):
+        if os.path.isdir(os.path.join(out, "checkpoints")):
+            raise ParameterError("out", f"{out!r} holds checkpoints but no config.json; use a new directory")
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ParameterError("out", f"cannot read {path!r}: {err}") from None
+    mine = _comparable(json.loads(json.dumps(record)))
+    theirs = _comparable(saved)
+    if mine != theirs:
+        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ParameterError(
+            "out", f"{out!r} holds a run with a different configuration ({', '.join(changed)}); use a new directory"
+        )
+
+
+def _comparable(record: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in record.items() if k not in _RESUMABLE_CHANGES}
+
+
+def run_loop(
+    model: GenerativeModel,
+    source: DataSource,
+    loop: DeepLoop,
+    *,
+    lam: float,
+    generations: int,
+    seed: int,
+    out: str,
+    evaluate: EvaluateFn,
+    n_eval: int,
+    n_ref: int,
+    save_every: int = 1,
+    keep: int = 2,
+    record: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Run (or resume) one chain of a deep self-consuming loop.
+
+    Args:
+      model: ``GenerativeModel(init, fit, sample)``; its ``Params`` must be a
+        pytree orbax can save (``jax.eval_shape(model.init, key)`` gives the
+        restore target).
+      source: the real-data source.
+      loop: loop kind and sizes.
+      lam: sampling bias λ ∈ (0, 1] of every synthetic draw (and of the
+        evaluation samples).
+      generations: T, the last generation to run (resuming a run with a
+        larger T continues it).
+      seed: integer seed; ``seed_key = PRNGKey(seed)``.
+      out: output directory (created).
+      evaluate: ``evaluate(key, params, x_model, x_ref) -> {name: float}``,
+        called once per generation with ``n_eval`` samples of G^t at λ and
+        ``n_ref`` fresh real samples (the same reference every generation).
+      n_eval: model samples evaluated (and saved) per generation.
+      n_ref: real reference samples for the metrics.
+      save_every: write ``samples/gen_{t}`` for t = 1, multiples of
+        ``save_every`` and t = T.
+      keep: checkpoints kept (the latest ``keep``).
+      record: JSON-able configuration written to ``out/config.json`` (and
+        compared on resumption); defaults to the loop and sizes.
+      progress: tqdm bars over generations (and the model's epochs), shown on
+        a terminal only.
+
+    Returns:
+      The metric rows of generations 1..T (``{"generation": t, ...}``).
+    """
+    lam = check_lam(lam)
+    generations = check_int("generations", generations, minimum=1)
+    save_every = check_int("save_every", save_every, minimum=1)
+    n_eval = check_int("n_eval", n_eval, minimum=2)
+    n_ref = check_int("n_ref", n_ref, minimum=2)
+    if record is None:
+        record = {"loop": dataclasses.asdict(loop), "lam": lam, "seed": seed, "data": source.name,
+                  "generations": generations, "save_every": save_every}
+    check_resumable(out, record)
+    os.makedirs(os.path.join(out, "samples"), exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(record, f, indent=2)
+
+    seed_key = jax.random.PRNGKey(seed)
+    abstract = jax.eval_shape(model.init, jax.random.fold_in(seed_key, _INIT))
+    ckpt = Checkpointer(os.path.join(out, "checkpoints"), keep=keep)
+    restored = ckpt.restore_latest(abstract, sample_shape=source.shape)
+    if restored is None:
+        start, rows = 1, []
+        params, history, pool = model.init(jax.random.fold_in(seed_key, _INIT)), [], None
+    else:
+        start, rows = restored.generation + 1, list(restored.metrics)
+        params, history, pool = restored.params, list(restored.history) + [restored.params], restored.pool
+    _write_metrics(out, rows)
+
+    x_ref = source.sample(jax.random.fold_in(seed_key, _REFERENCE), n_ref)
+    width = len(str(generations))
+    bar = progress_bar(total=generations, desc="generation", enabled=progress, unit="gen")
+    bar.update(start - 1)
+    with bar:
+        for t in range(start, generations + 1):
+            key = generation_key(seed_key, t)
+            real = real_data(seed_key, source, loop, t)
+            if t == 1:
+                train = real
+            else:
+                new = sample_memory(jax.random.fold_in(key, _SYN), model, history, loop.n_syn, lam)
+                if loop.accumulate:
+                    pool = new if pool is None else jnp.concatenate([pool, new], axis=0)
+                    new = pool
+                train = jnp.concatenate([real, new], axis=0)
+            params = model.fit(jax.random.fold_in(key, _FIT), params, train)
+            history = (history + [params])[-loop.memory:]
+
+            x_model = model.sample(jax.random.fold_in(key, _EVAL), params, n_eval, lam)
+            metrics = evaluate(jax.random.fold_in(key, _METRICS), params, x_model, x_ref)
+            rows.append({"generation": t, **{k: float(v) for k, v in metrics.items()}})
+            if t == 1 or t % save_every == 0 or t == generations:
+                _write_samples(out, f"gen_{t:0{width}d}", np.asarray(x_model, np.float32), t)
+            # Samples first, checkpoint second: a kill in between redoes generation t
+            # and rewrites identical files; metrics.csv always mirrors the checkpoint.
+            ckpt.save(t, params=params, history=history[:-1], pool=pool, metrics=rows)
+            _write_metrics(out, rows)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(rows[-1].items())[1:4]})
+    ckpt.close()
+    return rows[:generations]
+
+
+def _write_metrics(out: str, rows: list[dict]) -> None:
+    path = os.path.join(out, "metrics.csv")
+    names = ["generation"] + [k for k in (rows[0] if rows else {}) if k != "generation"]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (row[k] if k == "generation" else repr(float(row[k]))) for k in names})
+    os.replace(tmp, path)  # atomic: a kill never leaves half a CSV
+
+
+def read_metrics(out: str) -> list[dict]:
+    """The rows of ``out/metrics.csv`` (``generation`` as int, the rest as float)."""
+    with open(os.path.join(out, "metrics.csv"), newline="") as f:
+        return [{k: int(v) if k == "generation" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _write_samples(out: str, stem: str, x: np.ndarray, t: int) -> None:
+    base = os.path.join(out, "samples", stem)
+    np.savez(base + ".tmp.npz", x=x)
+    os.replace(base + ".tmp.npz", base + ".npz")
+    _sample_png(x, base + ".png", f"generation {t}")
+
+
+def _sample_png(x: np.ndarray, path: str, title: str) -> None:
+    """A scatter of 2-D points, or a grid of the first 64 images ``(n, H, W)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x.ndim == 2 and x.shape[1] == 2:
+        fig, ax = plt.subplots(figsize=(3.2, 3.2))
+        finite = np.all(np.isfinite(x), axis=1)
+        ax.scatter(x[finite, 0], x[finite, 1], s=1, alpha=0.3, lw=0)
+        ax.set(xlim=(-4, 4), ylim=(-2, 12), xlabel="$x_1$", ylabel="$x_2$", title=title)
+    else:
+        side = int(math.ceil(math.sqrt(min(64, len(x)))))
+        fig, axes = plt.subplots(side, side, figsize=(side * 0.6, side * 0.6))
+        for i, ax in enumerate(np.ravel(axes)):
+            ax.axis("off")
+            if i < len(x):
+                ax.imshow(np.reshape(x[i], x.shape[1:3]), cmap="gray", vmin=0, vmax=1)
+        fig.suptitle(title, fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
