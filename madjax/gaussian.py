@@ -1,0 +1,331 @@
+"""Gaussian models of the self-consuming loop: the exact and the sampled engine.
+
+The model of paper Eq. (1) fits ``G = N(μ̂, Σ̂)`` to n points by the sample
+mean and the unbiased covariance ``Σ̂ = scatter / (n − 1)``, and samples with
+bias λ from ``N(μ̂, λ Σ̂)``. Two engines implement it behind the same
+:class:`GaussianEngine` record (DESIGN §2, §6):
+
+* ``gaussian_exact(dim)`` never draws points. The fitted statistics of n
+  samples from ``N(m, S)`` are exactly
+
+      x̄ ~ N(m, S / n),   scatter ~ Wishart(n − 1, S),   independent,
+
+  and the Wishart is drawn by Bartlett's decomposition ``W = (L A)(L A)ᵀ``
+  with ``L Lᵀ = S`` and A lower triangular, ``A_ii = sqrt(χ²_{n−1−i})``,
+  ``A_ij ~ N(0, 1)`` for j < i (0-based). For n − 1 < d the Wishart is
+  singular and only columns ``0 … n−2`` of A are kept (lower-trapezoidal
+  Bartlett). The cost is O(d³) per draw whatever n is.
+* ``gaussian_sampled(dim, max_points)`` draws the points into a fixed-size,
+  masked buffer and fits them (two-pass mean and scatter). It is the ground
+  truth the exact engine is tested against.
+
+Both share the fitted-model record :class:`GaussianParams`, computed with one
+``eigh`` per fit: ``Σ = V diag(e) Vᵀ`` gives the square root
+``L = V diag(sqrt(max(e, 0)))`` used for sampling (Cholesky returns NaN on the
+singular Σ that is normal here), the W2 distance and the log-determinant.
+
+Ranks are tracked analytically: a set of n points spans an affine subspace of
+dimension at most ``n − 1``; points sampled from a model of rank r span at
+most ``min(n − 1, r)``; the union of groups of points spans at most
+``Σ_g (r_g + 1) − 1`` (empty groups count ``r_g = −1``). ``cov_logdet`` is
+``−inf`` exactly where this bound is below d, never NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from madjax.base import Array
+
+
+class Stats(NamedTuple):
+    """Sufficient statistics of a set of points (the exact engine's ``Dataset``).
+
+    Attributes:
+      n: ``()`` int32, number of points.
+      mean: ``(d,)`` sample mean x̄ (0 when ``n == 0``).
+      scatter: ``(d, d)`` ``Σ_i (x_i − x̄)(x_i − x̄)ᵀ``.
+      rank: ``()`` int32, upper bound on the affine dimension of the points
+        (``−1`` for an empty set).
+    """
+
+    n: Array
+    mean: Array
+    scatter: Array
+    rank: Array
+
+
+class Points(NamedTuple):
+    """A masked buffer of points (the sampled engine's ``Dataset``).
+
+    Attributes:
+      x: ``(N, d)`` points; rows where ``mask`` is False are ignored.
+      mask: ``(N,)`` bool, valid rows.
+      rank: ``()`` int32, upper bound on the affine dimension (as in :class:`Stats`).
+    """
+
+    x: Array
+    mask: Array
+    rank: Array
+
+
+class GaussianParams(NamedTuple):
+    """A fitted Gaussian ``N(mean, cov)`` and its eigen-decomposition.
+
+    Attributes:
+      mean: ``(d,)`` μ.
+      cov: ``(d, d)`` Σ (symmetric, positive semi-definite).
+      eigvals: ``(d,)`` eigenvalues of Σ, ascending; the ``d − rank`` smallest
+        are set to exactly 0 (the rest may be slightly negative from rounding).
+      sqrt: ``(d, d)`` ``L = V diag(sqrt(max(e, 0)))`` with ``L Lᵀ = Σ``.
+      rank: ``()`` int32, analytic rank of Σ.
+    """
+
+    mean: Array
+    cov: Array
+    eigvals: Array
+    sqrt: Array
+    rank: Array
+
+
+class GaussianEngine(NamedTuple):
+    """The generation-step interface of a Gaussian model plus its data algebra.
+
+    ``init``/``fit``/``sample`` follow :class:`madjax.base.GenerativeModel`;
+    ``init`` returns the reference ``P_r = N(0, I_d)`` (the real data source).
+    The loop driver combines training-set parts with ``concat`` and keeps an
+    accumulated synthetic pool with ``pool_init``/``pool_append``.
+    """
+
+    init: Callable
+    fit: Callable
+    sample: Callable
+    concat: Callable
+    pool_init: Callable
+    pool_append: Callable
+    dim: int
+    dtype: str
+
+
+# ----------------------------------------------------------------------------- shared
+
+
+def union_rank(ranks: Array, dim: int) -> Array:
+    """Affine-dimension bound of a union of point groups: ``min(d, Σ (r_g + 1) − 1)``."""
+    return jnp.minimum(jnp.sum(ranks + 1), dim + 1).astype(jnp.int32) - 1
+
+
+def params_from_moments(mean: Array, cov: Array, rank: Array) -> GaussianParams:
+    """Decompose Σ once (``eigh``) into the record used for sampling and diagnostics."""
+    cov = 0.5 * (cov + cov.T)  # eigh reads one triangle: make both agree
+    eigvals, vecs = jnp.linalg.eigh(cov)
+    # The d − rank smallest eigenvalues are zero by construction; rounding makes
+    # them ±eps·max(e), whose square roots would bias W2 and widen the support.
+    dim = eigvals.shape[-1]
+    eigvals = jnp.where(jnp.arange(dim) < dim - rank, 0.0, eigvals)
+    sqrt = vecs * jnp.sqrt(jnp.maximum(eigvals, 0.0))[None, :]
+    return GaussianParams(mean=mean, cov=cov, eigvals=eigvals, sqrt=sqrt, rank=jnp.asarray(rank, jnp.int32))
+
+
+def standard_normal_params(dim: int, dtype) -> GaussianParams:
+    """The reference distribution ``P_r = N(0, I_d)``."""
+    eye = jnp.eye(dim, dtype=dtype)
+    return GaussianParams(
+        mean=jnp.zeros((dim,), dtype), cov=eye, eigvals=jnp.ones((dim,), dtype), sqrt=eye,
+        rank=jnp.asarray(dim, jnp.int32),
+    )
+
+
+def fit_moments(n: Array, mean: Array, scatter: Array, rank: Array) -> GaussianParams:
+    """Eq. (1): μ̂ = x̄, Σ̂ = scatter / (n − 1) (requires n ≥ 2)."""
+    denom = jnp.maximum(n - 1, 1).astype(scatter.dtype)
+    return params_from_moments(mean, scatter / denom, rank)
+
+
+def bartlett_factor(key: Array, df: Array, dim: int, dtype) -> Array:
+    """Bartlett factor A with ``A Aᵀ ~ Wishart(df, I_d)``, also for ``df < d``.
+
+    Args:
+      key: PRNG key.
+      df: ``()`` int, degrees of freedom ``n − 1`` (traced; any value ≥ −1).
+      dim: d (static).
+
+    Returns:
+      ``(d, d)`` lower-trapezoidal A: ``A_ii = sqrt(χ²_{df−i})``, ``A_ij ~ N(0, 1)``
+      for j < i, columns ``j ≥ df`` zero. χ² is drawn with its degrees of
+      freedom clipped to ≥ 1 (jax returns garbage for df ≤ 0) and the unused
+      columns are masked, so shapes do not depend on df.
+    """
+    k_chi, k_z = jax.random.split(key)
+    idx = jnp.arange(dim)
+    shape = jnp.maximum(df - idx, 1).astype(dtype) / 2
+    chi2 = 2.0 * jax.random.gamma(k_chi, shape, dtype=dtype)
+    z = jax.random.normal(k_z, (dim, dim), dtype)
+    a = jnp.tril(z, -1) + jnp.diag(jnp.sqrt(chi2))
+    return jnp.where(idx[None, :] < df, a, jnp.zeros_like(a))
+
+
+def sample_stats(key: Array, params: GaussianParams, n: Array, lam: Array) -> Stats:
+    """Exact statistics of n points from ``N(μ, λΣ)`` without drawing them.
+
+    ``x̄ = μ + sqrt(λ / n) L z`` and ``scatter = λ (L A)(L A)ᵀ`` with A from
+    :func:`bartlett_factor` (df = n − 1). ``n = 0`` gives an empty group.
+    """
+    dim = params.mean.shape[-1]
+    dtype = params.mean.dtype
+    n = jnp.asarray(n, jnp.int32)
+    k_mean, k_scatter = jax.random.split(key)
+    la = params.sqrt @ bartlett_factor(k_scatter, n - 1, dim, dtype)
+    lam = jnp.asarray(lam, dtype)
+    nf = jnp.maximum(n, 1).astype(dtype)
+    z = jax.random.normal(k_mean, (dim,), dtype)
+    mean = jnp.where(n > 0, params.mean + jnp.sqrt(lam / nf) * (params.sqrt @ z), 0.0)
+    rank = jnp.minimum(n - 1, params.rank)
+    return Stats(n=n, mean=mean, scatter=lam * (la @ la.T), rank=rank)
+
+
+def pool_stats(parts: Stats) -> Stats:
+    """Pool groups stacked along a leading axis (DESIGN §2, the Chan update).
+
+    ``n = Σ n_g``, ``x̄ = Σ n_g x̄_g / n``,
+    ``scatter = Σ_g S_g + Σ_g n_g (x̄_g − x̄)(x̄_g − x̄)ᵀ``. Empty groups drop out.
+    """
+    dim = parts.mean.shape[-1]
+    n = jnp.sum(parts.n)
+    w = parts.n.astype(parts.mean.dtype)
+    mean = jnp.sum(w[:, None] * parts.mean, axis=0) / jnp.maximum(n, 1).astype(parts.mean.dtype)
+    delta = parts.mean - mean
+    scatter = jnp.sum(parts.scatter, axis=0) + jnp.einsum("g,gi,gj->ij", w, delta, delta)
+    return Stats(n=n, mean=mean, scatter=scatter, rank=union_rank(parts.rank, dim))
+
+
+# ----------------------------------------------------------------------------- engines
+
+
+def gaussian_exact(dim: int, dtype="float32") -> GaussianEngine:
+    """The exact sufficient-statistic engine (DESIGN §2). ``Dataset`` = :class:`Stats`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> eng = gaussian_exact(3)
+      >>> ref = eng.init(jax.random.key(0))
+      >>> data = eng.sample(jax.random.key(1), ref, jnp.int32(50), 1.0)
+      >>> eng.fit(jax.random.key(2), ref, data).cov.shape
+      (3, 3)
+    """
+    dtype = jnp.dtype(dtype)
+
+    def init(key):
+        del key
+        return standard_normal_params(dim, dtype)
+
+    def fit(key, params, data: Stats) -> GaussianParams:
+        del key, params  # the moment estimator is deterministic and needs no warm start
+        return fit_moments(data.n, data.mean, data.scatter, data.rank)
+
+    def concat(*parts: Stats) -> Stats:
+        return pool_stats(jax.tree.map(lambda *xs: jnp.stack(xs), *parts))
+
+    def pool_init(generations: int) -> Stats:
+        del generations
+        return Stats(jnp.int32(0), jnp.zeros((dim,), dtype), jnp.zeros((dim, dim), dtype), jnp.int32(-1))
+
+    def pool_append(pool: Stats, new: Stats) -> Stats:
+        return concat(pool, new)
+
+    return GaussianEngine(init, fit, sample_stats, concat, pool_init, pool_append, dim, dtype.name)
+
+
+def gaussian_sampled(dim: int, max_points: int, dtype="float32") -> GaussianEngine:
+    """The sample-based engine: draw the points, fit them by Eq. (1).
+
+    Every draw fills a buffer of ``max_points`` rows (static) of which the
+    first n are valid, so n stays traced. ``Dataset`` = :class:`Points`.
+    """
+    dtype = jnp.dtype(dtype)
+
+    def init(key):
+        del key
+        return standard_normal_params(dim, dtype)
+
+    def sample(key, params: GaussianParams, n, lam) -> Points:
+        n = jnp.asarray(n, jnp.int32)
+        eps = jax.random.normal(key, (max_points, dim), dtype)
+        x = params.mean + jnp.sqrt(jnp.asarray(lam, dtype)) * eps @ params.sqrt.T
+        mask = jnp.arange(max_points) < n
+        return Points(x=x, mask=mask, rank=jnp.minimum(n - 1, params.rank))
+
+    def fit(key, params, data: Points) -> GaussianParams:
+        del key, params
+        w = data.mask.astype(dtype)
+        n = jnp.sum(data.mask).astype(jnp.int32)
+        mean = (w @ data.x) / jnp.maximum(n, 1).astype(dtype)
+        centred = (data.x - mean) * w[:, None]  # two-pass: centre first
+        return fit_moments(n, mean, centred.T @ centred, data.rank)
+
+    def concat(*parts: Points) -> Points:
+        ranks = jnp.stack([p.rank for p in parts])
+        return Points(
+            x=jnp.concatenate([p.x for p in parts]),
+            mask=jnp.concatenate([p.mask for p in parts]),
+            rank=union_rank(ranks, dim),
+        )
+
+    def pool_init(generations: int) -> Points:
+        # (T − 1) appends of max_points rows each, written at the count of valid rows.
+        size = max(generations, 1) * max_points
+        return Points(jnp.zeros((size, dim), dtype), jnp.zeros((size,), bool), jnp.int32(-1))
+
+    def pool_append(pool: Points, new: Points) -> Points:
+        count = jnp.sum(pool.mask).astype(jnp.int32)
+        x = jax.lax.dynamic_update_slice(pool.x, new.x, (count, 0))
+        n_new = jnp.sum(new.mask).astype(jnp.int32)
+        mask = jnp.arange(pool.mask.shape[0]) < count + n_new
+        return Points(x=x, mask=mask, rank=union_rank(jnp.stack([pool.rank, new.rank]), dim))
+
+    return GaussianEngine(init, fit, sample, concat, pool_init, pool_append, dim, dtype.name)
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+
+class Diagnostics(NamedTuple):
+    """Per-generation diagnostics of the fitted model ``G^t = N(μ_t, Σ_t)``.
+
+    All ``()``; in a simulation each becomes ``(chains, T)``.
+    """
+
+    w2: Array  # W2(G^t, N(0, I))
+    mean_sq_norm: Array  # ‖μ_t‖²
+    cov_trace: Array  # tr Σ_t
+    cov_logdet: Array  # log det Σ_t, −inf where rank < d
+    cov_rank: Array  # analytic rank of Σ_t
+    underflow: Array  # bool: fewer numerically positive eigenvalues than the rank
+    nonfinite: Array  # bool: μ_t or Σ_t holds NaN/inf
+
+
+def diagnose(params: GaussianParams) -> Diagnostics:
+    """Distances of the fitted model (not the λ-scaled sampler) to ``N(0, I_d)``.
+
+    ``W2² = ‖μ‖² + Σ_i (sqrt(e_i) − 1)²`` (the Bures formula with the identity),
+    e_i the eigenvalues of Σ clipped at 0. ``log det Σ = Σ_i log e_i`` where the
+    analytic rank is d and ``−inf`` otherwise.
+    """
+    dim = params.mean.shape[-1]
+    dtype = params.mean.dtype
+    e = jnp.maximum(params.eigvals, 0.0)
+    mean_sq = jnp.sum(params.mean**2)
+    w2 = jnp.sqrt(mean_sq + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
+    tiny = jnp.finfo(dtype).tiny
+    # eigh resolves eigenvalues to about d·eps·max(e): below that a value is zero.
+    numeric_rank = jnp.sum(e > jnp.maximum(dim * jnp.finfo(dtype).eps * jnp.max(e), tiny))
+    full = params.rank >= dim
+    logdet = jnp.where(full, jnp.sum(jnp.log(jnp.maximum(e, tiny))), -jnp.inf)
+    finite = jnp.all(jnp.isfinite(params.mean)) & jnp.all(jnp.isfinite(params.cov))
+    return Diagnostics(
+        w2=w2, mean_sq_norm=mean_sq, cov_trace=jnp.trace(params.cov), cov_logdet=logdet.astype(dtype),
+        cov_rank=params.rank, underflow=numeric_rank < params.rank, nonfinite=~finite,
+    )

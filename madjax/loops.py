@@ -1,0 +1,232 @@
+"""One loop driver for every self-consuming loop (paper §2, App. A; DESIGN §1, §6).
+
+Generation 1 is fitted to real data only: ``n_ini`` fresh samples, except in
+the synthetic-augmentation loop, where G¹ is fitted to the real set D_r
+(``n_real`` samples) that is reused at every generation. For t ≥ 2 the
+training set of generation t is
+
+=========================  ===================================  ==========================
+loop                       real part                            synthetic part
+=========================  ===================================  ==========================
+fully-synthetic            none                                 n_s samples from G^{t−1}
+synthetic-augmentation     the same D_r (n_r) every generation  n_s samples from G^{t−1}
+fresh                      n_r **new** real samples             n_s samples from G^{t−1}
+=========================  ===================================  ==========================
+
+Variants: sampling bias λ (the model samples ``N(μ, λΣ)``); memory K -- each
+synthetic sample comes from a model drawn uniformly among the last K
+generations that exist, t−K … t−1 (the paper writes τ = t−1−K … t−1; we read
+that as K models), so the group sizes are Multinomial(n_s, uniform); an
+accumulating synthetic pool (App. A.2: the pool keeps all previous
+generations' samples, n_s^t = (t − 1) n_s); real fraction p of a total n
+(``n_r = round(p n)``, ``n_s = n − n_r``).
+
+What changes shapes or code paths is static (:class:`LoopSpec`); what users
+sweep is a traced array leaf (:class:`LoopParams`), so one compiled function
+serves a whole grid. :func:`run_chain` is one ``lax.scan`` over generations;
+:func:`run_chains` vmaps it over chains whose keys are
+``fold_in(seed_key, chain_index)``, so no number depends on chunking or on the
+device count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from madjax.base import Array
+from madjax.gaussian import Diagnostics, GaussianEngine, diagnose, gaussian_exact, gaussian_sampled
+from madjax.validation import ParameterError, check_choice, check_int
+
+LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
+ENGINES = ("exact", "sampled")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSpec:
+    """Static description of a loop: everything that changes shapes or code paths.
+
+    Attributes:
+      kind: ``"fully-synthetic"``, ``"synthetic-augmentation"`` or ``"fresh"``.
+      memory: K_max, the number of model slots in the ring buffer; the traced
+        ``LoopParams.memory`` (1 ≤ K ≤ K_max) selects how many are used.
+      accumulate: keep every previous generation's synthetic samples.
+      engine: ``"exact"`` (sufficient statistics) or ``"sampled"`` (points).
+      dim: dimension d.
+      max_points: buffer rows per draw of the sampled engine (ignored by exact).
+      dtype: ``"float32"`` or ``"float64"``.
+    """
+
+    kind: str
+    dim: int
+    memory: int = 1
+    accumulate: bool = False
+    engine: str = "exact"
+    max_points: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        check_choice("loop", self.kind, LOOPS)
+        check_choice("engine", self.engine, ENGINES)
+        check_int("dim", self.dim, minimum=1)
+        check_int("memory", self.memory, minimum=1)
+        if self.accumulate and self.memory > 1:
+            raise ParameterError("memory", "memory K > 1 cannot be combined with accumulate")
+        if self.engine == "sampled":
+            check_int("max_points", self.max_points, minimum=2)
+
+    def engine_model(self) -> GaussianEngine:
+        if self.engine == "exact":
+            return gaussian_exact(self.dim, self.dtype)
+        return gaussian_sampled(self.dim, self.max_points, self.dtype)
+
+
+class LoopParams(NamedTuple):
+    """Swept values of a loop, as array leaves (one compilation serves all values).
+
+    Attributes:
+      n_ini: ``()`` int32, real samples of generation 1 (= n_real for synthetic augmentation).
+      n_real: ``()`` int32, real samples per generation t ≥ 2.
+      n_syn: ``()`` int32, synthetic samples per generation t ≥ 2.
+      lam: ``()`` float, sampling bias λ ∈ (0, 1].
+      memory: ``()`` int32, memory K (1 ≤ K ≤ ``LoopSpec.memory``).
+    """
+
+    n_ini: Array
+    n_real: Array
+    n_syn: Array
+    lam: Array
+    memory: Array
+
+    @classmethod
+    def create(cls, *, n_ini=2, n_real=0, n_syn=0, lam=1.0, memory=1, dtype="float32") -> "LoopParams":
+        """Cast values (scalars or arrays, possibly traced) to the leaf dtypes."""
+        i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
+        return cls(i32(n_ini), i32(n_real), i32(n_syn), jnp.asarray(lam, dtype), i32(memory))
+
+    @staticmethod
+    def split_total(real_fraction, n_total):
+        """``n_r = round(p n)``, ``n_s = n − n_r`` (Fig. 34); works on traced values."""
+        n_total = jnp.asarray(n_total, jnp.int32)
+        n_real = jnp.round(jnp.asarray(real_fraction, jnp.float32) * n_total).astype(jnp.int32)
+        return n_real, n_total - n_real
+
+
+class ChainState(NamedTuple):
+    """Carry of the scan over generations.
+
+    Attributes:
+      models: :class:`GaussianParams` stacked over the K_max ring-buffer slots;
+        generation s lives in slot ``(s − 1) mod K_max``.
+      real: the fixed real set D_r (synthetic augmentation; else an unused placeholder).
+      pool: the accumulated synthetic pool (``accumulate``; else a placeholder).
+      support: ``()`` int32, cap on every later rank (fully synthetic: all
+        later points lie in G¹'s support; otherwise d).
+    """
+
+    models: object
+    real: object
+    pool: object
+    support: Array
+
+
+def _slot_mask(t: Array, memory: Array, slots: int) -> Array:
+    """Slots holding one of the generations ``max(1, t − K) … t − 1``: ``(K_max,)`` bool."""
+    j = jnp.arange(slots)
+    gen = t - 1 - jnp.mod(t - 2 - j, slots)  # latest generation s ≤ t − 1 stored in slot j
+    return (gen >= jnp.maximum(1, t - memory)) & (gen >= 1)
+
+
+def _synthetic(key, spec: LoopSpec, eng: GaussianEngine, models, params: LoopParams, t):
+    """n_s samples, each from a model drawn uniformly among the last K generations."""
+    if spec.memory == 1:
+        only = jax.tree.map(lambda x: x[0], models)
+        return eng.sample(key, only, params.n_syn, params.lam)
+    k_counts, k_draw = jax.random.split(key)
+    valid = _slot_mask(t, params.memory, spec.memory).astype(jnp.float32)
+    counts = jax.random.multinomial(k_counts, params.n_syn.astype(jnp.float32), valid / jnp.sum(valid))
+    keys = jax.random.split(k_draw, spec.memory)
+    groups = jax.vmap(eng.sample, in_axes=(0, 0, 0, None))(keys, models, counts.astype(jnp.int32), params.lam)
+    return eng.concat(*(jax.tree.map(lambda x, i=i: x[i], groups) for i in range(spec.memory)))
+
+
+def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int) -> Diagnostics:
+    """One chain of the loop: a ``lax.scan`` over generations 2 … T.
+
+    Args:
+      key: the chain's PRNG key; generation t uses ``fold_in(key, t)``.
+      params: :class:`LoopParams` (scalars).
+      spec: :class:`LoopSpec` (static).
+      generations: T (static).
+
+    Returns:
+      :class:`Diagnostics` with leaves of shape ``(T,)``, generation 1 first.
+    """
+    eng = spec.engine_model()
+    reference = eng.init(key)  # P_r = N(0, I_d)
+    k_real, k_fit = jax.random.split(jax.random.fold_in(key, 1))
+    n_first = params.n_real if spec.kind == "synthetic-augmentation" else params.n_ini
+    first_data = eng.sample(k_real, reference, n_first, jnp.ones((), reference.mean.dtype))
+    first = eng.fit(k_fit, reference, first_data)
+    slots = spec.memory
+    models = jax.tree.map(lambda x: jnp.broadcast_to(x, (slots,) + x.shape), first)
+    support = first.rank if spec.kind == "fully-synthetic" else jnp.int32(spec.dim)
+    state = ChainState(models=models, real=first_data, pool=eng.pool_init(generations), support=support)
+
+    def step(state: ChainState, t):
+        k_real, k_syn, k_fit = jax.random.split(jax.random.fold_in(key, t), 3)
+        synthetic = _synthetic(k_syn, spec, eng, state.models, params, t)
+        pool = state.pool
+        if spec.accumulate:
+            pool = eng.pool_append(pool, synthetic)
+            synthetic = pool
+        if spec.kind == "fresh":
+            train = eng.concat(eng.sample(k_real, reference, params.n_real, 1.0), synthetic)
+        elif spec.kind == "synthetic-augmentation":
+            train = eng.concat(state.real, synthetic)
+        else:
+            train = synthetic
+        train = train._replace(rank=jnp.minimum(train.rank, state.support))
+        model = eng.fit(k_fit, reference, train)
+        slot = jnp.mod(t - 1, slots)
+        models = jax.tree.map(lambda buf, x: buf.at[slot].set(x), state.models, model)
+        return state._replace(models=models, pool=pool), diagnose(model)
+
+    _, records = jax.lax.scan(step, state, jnp.arange(2, generations + 1, dtype=jnp.int32))
+    first_record = diagnose(first)
+    return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first_record, records)
+
+
+def chain_keys(seed_key: Array, chain_ids: Array) -> Array:
+    """Per-chain keys ``fold_in(seed_key, i)``: independent of chunking and devices."""
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(seed_key, chain_ids)
+
+
+def run_chains(seed_key: Array, chain_ids: Array, params: LoopParams, spec: LoopSpec, generations: int):
+    """:func:`run_chain` vmapped over chains: leaves of shape ``(chains, T)``."""
+    keys = chain_keys(seed_key, chain_ids)
+    return jax.vmap(run_chain, in_axes=(0, None, None, None))(keys, params, spec, generations)
+
+
+run_chains_jit = jax.jit(run_chains, static_argnames=("spec", "generations"))
+"""The compiled driver: one executable per (spec, T, chunk size); params are traced."""
+
+
+def run_cells(seed_key: Array, chain_ids: Array, params: LoopParams, spec: LoopSpec, generations: int):
+    """:func:`run_chains` vmapped over a leading *cell* axis of ``params``.
+
+    Every cell uses the same chain keys (common random numbers across cells,
+    DESIGN §3). Leaves of the result have shape ``(cells, chains, T)``.
+    """
+    return jax.vmap(run_chains, in_axes=(None, None, 0, None, None))(seed_key, chain_ids, params, spec, generations)
+
+
+run_cells_jit = jax.jit(run_cells, static_argnames=("spec", "generations"))
+
+
+def stack_params(cells) -> LoopParams:
+    """Stack a sequence of :class:`LoopParams` along a new leading cell axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *cells)

@@ -1,0 +1,41 @@
+"""Shared fixtures: x64 switching and the critical value of statistical asserts.
+
+Statistical checks assert ``|estimate − exact| ≤ z · se`` with ``se`` from the
+Monte-Carlo chains and ``z`` chosen from a false-fail rate ``alpha`` split
+over the ``m`` assertions of a test (Bonferroni), so the whole suite fails by
+chance with probability well below 1 %.
+"""
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+
+def zcrit(m: int = 1, alpha: float = 1e-4) -> float:
+    """Two-sided critical value for ``m`` simultaneous normal tests at total level ``alpha``."""
+    return float(stats.norm.isf(alpha / (2 * m)))
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    """Run a test in float32 and in float64 (x64 mode on only for the latter)."""
+    if request.param == "float64":
+        jax.config.update("jax_enable_x64", True)
+        yield "float64"
+        jax.config.update("jax_enable_x64", False)
+    else:
+        yield "float32"
+
+
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
+def assert_close_se(estimate, exact, se, z, what=""):
+    estimate, exact, se = (np.asarray(v, dtype=float) for v in (estimate, exact, se))
+    dev = np.abs(estimate - exact)
+    assert np.all(dev <= z * se), f"{what}: |est - exact| = {dev} > {z:.2f} * se = {z * se} (est {estimate}, exact {exact})"
