@@ -1,0 +1,199 @@
+"""The loop driver: closed forms, exact vs sampled engine, compilation and keys.
+
+Closed forms derived for P_r = N(0, I_d) (G¹ fitted to n_ini real points):
+
+Fully synthetic, E[Σ_t | Σ_{t−1}] = λ Σ_{t−1} and μ_t = μ_{t−1} + N(0, λΣ_{t−1}/n_s):
+  E tr Σ_t   = λ^{t−1} d
+  E ‖μ_t‖²   = d / n_ini + (d / n_s) Σ_{s=2}^{t} λ^{s−1}
+  log det Σ_t = log det Σ_{t−1} + d log λ + log det W − d log(n_s − 1),  W ~ Wishart(n_s − 1, I)
+  so with ℓ(n) = Σ_i ψ((n−1−i)/2) + d log 2 − d log(n − 1) and v(n) = Σ_i ψ'((n−1−i)/2):
+  E log det Σ_t = ℓ(n_ini) + (t − 1)(d log λ + ℓ(n_s)),  Var = v(n_ini) + (t − 1) v(n_s).
+
+Fresh loop (n = n_r + n_s, m_t = E‖μ_t‖², c_t = E tr Σ_t; m_1 = d/n_ini, c_1 = d):
+  m_t = (n_r d + n_s² m_{t−1} + n_s λ c_{t−1}) / n²
+  c_t = [(n_r − 1) d + n_s d / n + λ c_{t−1} (n_s − 1 + n_r / n) + (n_r n_s / n) m_{t−1}] / (n − 1)
+(the last two terms are the between-group scatter n_r n_s/n ‖x̄_r − x̄_s‖²).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_close_se, zcrit
+from scipy.special import polygamma, psi
+
+import madjax
+from madjax.loops import LoopParams, LoopSpec, _slot_mask, run_cells_jit, run_chains, run_chains_jit, stack_params
+
+DIM = 3
+T = 5
+CHAINS = 3000
+
+
+def _ell(n, d):
+    h = (n - 1 - np.arange(d)) / 2
+    return psi(h).sum() + d * np.log(2) - d * np.log(n - 1), polygamma(1, h).sum()
+
+
+# --------------------------------------------------------------------------- fully synthetic
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+def test_fully_synthetic_closed_forms(dtype, jit):
+    n_ini, n_syn, lam, chains, gens = 10, 8, 0.8, 3000, 5
+    spec = LoopSpec(kind="fully-synthetic", dim=DIM, dtype=dtype)
+    params = LoopParams.create(n_ini=n_ini, n_syn=n_syn, lam=lam, dtype=dtype)
+    ids = jnp.arange(chains, dtype=jnp.uint32)
+    run = run_chains_jit if jit else run_chains
+    rec = jax.tree.map(lambda x: np.asarray(x, np.float64), run(jax.random.key(11), ids, params, spec, gens))
+    t = np.arange(1, gens + 1)
+    z = zcrit(m=3 * gens)
+    tr_exact = lam ** (t - 1) * DIM
+    assert_close_se(rec.cov_trace.mean(0), tr_exact, rec.cov_trace.std(0) / np.sqrt(chains), z, "E tr Σ_t")
+    geo = np.array([sum(lam ** (s - 1) for s in range(2, k + 1)) for k in t])
+    mu_exact = DIM / n_ini + DIM / n_syn * geo
+    assert_close_se(rec.mean_sq_norm.mean(0), mu_exact, rec.mean_sq_norm.std(0) / np.sqrt(chains), z, "E‖μ_t‖²")
+    l_ini, v_ini = _ell(n_ini, DIM)
+    l_s, v_s = _ell(n_syn, DIM)
+    ld_exact = l_ini + (t - 1) * (DIM * np.log(lam) + l_s)
+    ld_var = v_ini + (t - 1) * v_s
+    assert_close_se(rec.cov_logdet.mean(0), ld_exact, np.sqrt(ld_var / chains), z, "E log det Σ_t")
+    # power: these standard errors resolve a 10 % error in E tr Σ_T
+    assert z * rec.cov_trace[:, -1].std() / np.sqrt(chains) < 0.1 * tr_exact[-1]
+    assert np.all(rec.cov_rank == DIM) and np.isfinite(rec.w2).all()
+
+
+def test_fully_synthetic_rank_collapse_is_exact_and_never_nan():
+    """n_s − 1 < d: Σ_t has rank n_s − 1 for ever; log det = −inf, nothing is NaN."""
+    ds = madjax.simulate(loop="fully-synthetic", dim=5, n_ini=4, n_syn=3, lam=0.5, generations=40, chains=16)
+    assert (ds.cov_rank.sel(generation=1) == 3).all() and (ds.cov_rank.sel(generation=slice(2, None)) == 2).all()
+    assert np.isneginf(ds.cov_logdet).all()
+    for name in ("w2", "mean_sq_norm", "cov_trace"):
+        assert np.isfinite(ds[name]).all()
+    assert int(ds.n_nonfinite.sum()) == 0
+
+
+def test_float32_collapse_is_reported_not_a_crash():
+    """A long λ < 1 fully synthetic run underflows float32: counted in n_underflow."""
+    ds = madjax.simulate(loop="fully-synthetic", dim=2, n_ini=5, n_syn=5, lam=0.05, generations=40, chains=4)
+    assert int(ds.n_underflow.min()) > 0
+    assert not np.isnan(ds.w2).any() and not np.isnan(ds.cov_logdet).any()
+
+
+# --------------------------------------------------------------------------- one grid for the fresh spec
+
+# One compiled function per engine serves every cell below (sizes, λ, K and p are
+# traced): K = 1, K = 3, n_s < d, a real fraction p, and n_r = 0.
+FRESH_CELLS = {
+    "closed-form": dict(n_ini=5, n_real=4, n_syn=6, lam=0.7, memory=1),
+    "memory-3": dict(n_ini=6, n_real=3, n_syn=7, lam=0.9, memory=3),
+    "n_s<d": dict(n_ini=4, n_real=3, n_syn=2, lam=0.8, memory=1),
+    "p=0.3,n=10": dict(n_ini=5, **dict(zip(("n_real", "n_syn"), map(int, LoopParams.split_total(0.3, 10)))),
+                       lam=0.6, memory=2),
+    "n_r=0": dict(n_ini=6, n_real=0, n_syn=5, lam=0.9, memory=1),
+}
+AUG_CELLS = {
+    "aug-accumulate": dict(n_ini=4, n_real=4, n_syn=3, lam=0.8),
+    "aug-accumulate-n_s=1": dict(n_ini=3, n_real=3, n_syn=1, lam=1.0),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _grid(kind, engine, accumulate, memory):
+    cells = FRESH_CELLS if kind == "fresh" else AUG_CELLS
+    spec = LoopSpec(kind=kind, dim=DIM, memory=memory, accumulate=accumulate, engine=engine,
+                    max_points=10 if engine == "sampled" else 0)
+    params = stack_params([LoopParams.create(**c) for c in cells.values()])
+    seed = 5 if engine == "exact" else 6
+    out = run_cells_jit(jax.random.key(seed), jnp.arange(CHAINS, dtype=jnp.uint32), params, spec, T)
+    return list(cells), jax.tree.map(lambda x: np.asarray(x, np.float64), out)
+
+
+def test_fresh_loop_moment_recursion():
+    names, rec = _grid("fresh", "exact", False, 3)
+    c = FRESH_CELLS["closed-form"]
+    i = names.index("closed-form")
+    n_r, n_s, lam = c["n_real"], c["n_syn"], c["lam"]
+    n = n_r + n_s
+    m, tr = [DIM / c["n_ini"]], [float(DIM)]
+    for _ in range(T - 1):
+        m_prev, c_prev = m[-1], tr[-1]
+        m.append((n_r * DIM + n_s**2 * m_prev + n_s * lam * c_prev) / n**2)
+        tr.append(((n_r - 1) * DIM + n_s * DIM / n + lam * c_prev * (n_s - 1 + n_r / n)
+                   + n_r * n_s / n * m_prev) / (n - 1))
+    z = zcrit(m=2 * T)
+    assert_close_se(rec.cov_trace[i].mean(0), tr, rec.cov_trace[i].std(0) / np.sqrt(CHAINS), z, "E tr Σ_t")
+    assert_close_se(rec.mean_sq_norm[i].mean(0), m, rec.mean_sq_norm[i].std(0) / np.sqrt(CHAINS), z, "E‖μ_t‖²")
+
+
+def _two_sample(kind, accumulate, memory):
+    names, exact = _grid(kind, "exact", accumulate, memory)
+    _, sampled = _grid(kind, "sampled", accumulate, memory)
+    fields = ("w2", "cov_trace", "mean_sq_norm")
+    z = zcrit(m=len(names) * T * len(fields))
+    for i, name in enumerate(names):
+        for f in fields:
+            a, b = getattr(exact, f)[i], getattr(sampled, f)[i]
+            se = np.sqrt(a.var(0) / CHAINS + b.var(0) / CHAINS)
+            assert_close_se(a.mean(0), b.mean(0), se, z, f"{name}: {f} exact vs sampled")
+            if f == "w2":  # power: a 10 % shift of the mean W2 at generation T would be detected
+                assert z * se[-1] < 0.1 * b.mean(0)[-1], f"{name}: {f} test too weak"
+        np.testing.assert_array_equal(exact.cov_rank[i], sampled.cov_rank[i])
+
+
+def test_exact_and_sampled_engines_agree_fresh_memory_fraction():
+    _two_sample("fresh", False, 3)
+
+
+def test_exact_and_sampled_engines_agree_augmentation_accumulate():
+    _two_sample("synthetic-augmentation", True, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fully-synthetic", "synthetic-augmentation", "fresh"])
+@pytest.mark.parametrize("variant", ["k1", "k3", "accumulate"])
+def test_exact_and_sampled_agree_cross_product(kind, variant, dtype):
+    memory, accumulate = {"k1": (1, False), "k3": (3, False), "accumulate": (1, True)}[variant]
+    cells = [dict(n_ini=5, n_real=0 if kind == "fully-synthetic" else 3, n_syn=s, lam=lam, memory=memory)
+             for s, lam in ((2, 0.8), (6, 1.0))]
+    params = stack_params([LoopParams.create(**c, dtype=dtype) for c in cells])
+    out = {}
+    for seed, engine in enumerate(("exact", "sampled")):
+        spec = LoopSpec(kind=kind, dim=DIM, memory=memory, accumulate=accumulate, engine=engine,
+                        max_points=6 if engine == "sampled" else 0, dtype=dtype)
+        res = run_cells_jit(jax.random.key(seed), jnp.arange(CHAINS, dtype=jnp.uint32), params, spec, T)
+        out[engine] = jax.tree.map(lambda x: np.asarray(x, np.float64), res)
+    z = zcrit(m=len(cells) * T * 2)
+    for f in ("cov_trace", "mean_sq_norm"):
+        a, b = getattr(out["exact"], f), getattr(out["sampled"], f)
+        se = np.sqrt(a.var(1) / CHAINS + b.var(1) / CHAINS)
+        assert_close_se(a.mean(1), b.mean(1), se, z, f)
+
+
+# --------------------------------------------------------------------------- mechanics
+
+
+def test_memory_slots():
+    assert list(_slot_mask(jnp.int32(2), jnp.int32(3), 3)) == [True, False, False]
+    # t = 5, K = 2: generations 3 and 4 live in slots 2 and 0
+    assert list(_slot_mask(jnp.int32(5), jnp.int32(2), 3)) == [True, False, True]
+    assert list(_slot_mask(jnp.int32(9), jnp.int32(3), 3)) == [True, True, True]
+
+
+def test_one_compilation_serves_every_swept_value():
+    kwargs = dict(loop="fresh", dim=2, n_ini=4, generations=3, chains=5)
+    madjax.simulate(n_real=3, n_syn=4, lam=0.5, **kwargs)
+    before = run_chains_jit._cache_size()
+    for n_real, n_syn, lam in ((3, 40, 0.9), (7, 2, 1.0), (2, 100, 0.3)):
+        madjax.simulate(n_real=n_real, n_syn=n_syn, lam=lam, **kwargs)
+    assert run_chains_jit._cache_size() == before
+
+
+def test_results_do_not_depend_on_chunk_size():
+    kwargs = dict(loop="fresh", dim=3, n_ini=5, n_real=3, n_syn=6, lam=0.8, generations=4, chains=7, seed=3)
+    a = madjax.simulate(chunk=7, **kwargs)
+    b = madjax.simulate(chunk=3, **kwargs)
+    for name in ("w2", "cov_trace", "cov_logdet", "mean_sq_norm"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
