@@ -278,7 +278,7 @@ def simulate_to_file(out, **kwargs) -> xr.Dataset:
     fd, tmp = tempfile.mkstemp(suffix=".nc.part", dir=directory)
     os.close(fd)
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+        ds.to_netcdf(tmp, engine="netcdf4")
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
