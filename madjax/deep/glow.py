@@ -283,6 +283,7 @@ def glow(config: GlowConfig = GlowConfig(), *, progress: bool = False) -> Genera
     graphdef = _graphdef(config)
     tx = _optimizer(config)
 
+    @jax.jit  # building the modules eagerly dispatches dozens of tiny ops; compiled it is one call
     def init(key: Array) -> GlowParams:
         _, params, buffers = nnx.split(Glow(config, rngs=nnx.Rngs(params=key)), nnx.Param, ...)
         return GlowParams(params, buffers, tx.init(params))
@@ -310,6 +311,7 @@ def glow(config: GlowConfig = GlowConfig(), *, progress: bool = False) -> Genera
         (params, opt_state), losses = jax.lax.scan(step, (state.params, state.opt_state), (order, steps))
         return GlowParams(params, state.buffers, opt_state), jnp.mean(losses)
 
+    @jax.jit
     def data_init(state: GlowParams, data: Array) -> GlowParams:
         model = nnx.merge(graphdef, state.params, state.buffers)
         model.initialize(data[: config.init_points])
@@ -320,7 +322,7 @@ def glow(config: GlowConfig = GlowConfig(), *, progress: bool = False) -> Genera
         data = jnp.asarray(data, jnp.float32)
         if data.ndim != 2 or data.shape[1] != config.dim:
             raise ParameterError("data", f"must have shape (n, {config.dim}), got {data.shape}")
-        # A host read of one flag per generation: the init is a one-off eager pass.
+        # One host read of a flag per generation: the data init runs on the first fit only.
         if not bool(params.buffers["initialized"][...]):
             params = data_init(params, data)
         with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch") as bar:
