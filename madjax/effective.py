@@ -1,0 +1,376 @@
+"""The loop's limit WD(n_r, n_s, λ) and the effective sample size n_e (Eq. 2, 3).
+
+WD is the stationary mean of ``W2(G^t, P_r)`` (Eq. 2). The fresh and the
+synthetic-augmentation loops forget G¹ geometrically: the mean of the model
+contracts by ``ρ = n_s / (n_r + n_s)`` per generation (the covariance by about
+λρ ≤ ρ). With memory K the mean follows an AR(K) recursion
+``μ_t = (n_r/n)·noise + (ρ/K) Σ_{k=1..K} μ_{t−k}``, whose slowest root is the
+largest root of ``x^K = (ρ/K)(x^{K−1} + … + 1)``. Burn-in is the smallest b
+with ``root^b ≤ tol``; the measurement window after it is at least as long
+again (and at least ``min_window`` generations). Generations within a chain
+are correlated, so the standard error comes from per-chain time averages over
+independent chains; convergence is checked by comparing the window's two
+halves chain by chain, and a loop that fails the check is extended (twice)
+and otherwise reported with ``converged = False``.
+
+n_e solves ``E[W2(G(n_e), P_r)] = WD`` (Eq. 3), where ``G(n)`` is the Gaussian
+fitted to n real samples. That curve is tabulated once per (d, dtype) on a
+log grid of n with common random numbers, cached on disk, and inverted by
+monotone interpolation in log–log. Outside the table n_e is reported as a
+bound (``n_e_bound = "lower"``: n_e is at least the reported value;
+``"upper"``: at most), never extrapolated. Standard errors combine the WD and
+table errors by the delta method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from madjax.loops import LoopParams, LoopSpec, chain_keys, run_chain, stack_params
+from madjax.validation import ParameterError, check_choice, check_dtype, check_int, check_lam
+
+EFFECTIVE_LOOPS = ("fresh", "synthetic-augmentation")
+TOL = 1e-3  # burn-in: the initial model's influence decays below this factor
+MIN_WINDOW = 50
+Z_CONVERGENCE = 3.0
+
+
+# ----------------------------------------------------------------------------- burn-in
+
+
+def contraction(n_real: int, n_syn: int, memory: int = 1) -> float:
+    """Slowest per-generation contraction factor of the loop's mean (see module docstring)."""
+    rho = n_syn / (n_real + n_syn) if n_real + n_syn > 0 else 0.0
+    if memory == 1 or rho == 0.0:
+        return rho
+    coeffs = np.concatenate([[1.0], -np.full(memory, rho / memory)])
+    return float(np.max(np.abs(np.roots(coeffs))))
+
+
+def burn_in(n_real: int, n_syn: int, memory: int = 1, tol: float = TOL) -> int:
+    """Generations discarded: smallest b ≥ 1 with ``contraction^b ≤ tol``."""
+    rho = contraction(n_real, n_syn, memory)
+    if rho <= 0.0:
+        return 1
+    if rho >= 1.0:
+        raise ParameterError("n_real", "the loop has no real data and never forgets G¹")
+    return max(1, math.ceil(math.log(tol) / math.log(rho)))
+
+
+def horizon(burn: int, min_window: int = MIN_WINDOW) -> int:
+    """Total generations T for a burn-in: the window after it is ≥ max(burn, min_window)."""
+    return burn + max(burn, min_window)
+
+
+# ----------------------------------------------------------------------------- steady state
+
+
+class SteadyState(NamedTuple):
+    """Per-chain time averages of W2 over the window ``burn_in < t ≤ T``: ``(..., chains)``."""
+
+    window: jax.Array
+    first_half: jax.Array
+    second_half: jax.Array
+
+
+def _steady_chain(key, params, burn, spec, generations):
+    w2 = run_chain(key, params, spec, generations).w2
+    t = jnp.arange(1, generations + 1)
+    mid = burn + (generations - burn) // 2
+    avg = lambda m: jnp.sum(jnp.where(m, w2, 0.0)) / jnp.maximum(jnp.sum(m), 1)  # noqa: E731
+    return SteadyState(avg(t > burn), avg((t > burn) & (t <= mid)), avg(t > mid))
+
+
+def steady_state(seed_key, chain_ids, params: LoopParams, burn, spec: LoopSpec, generations: int) -> SteadyState:
+    """Window averages for a batch of cells (leading axis of ``params``/``burn``), CRN across cells."""
+    keys = chain_keys(seed_key, chain_ids)
+    per_chain = jax.vmap(_steady_chain, in_axes=(0, None, None, None, None))
+    per_cell = jax.vmap(per_chain, in_axes=(None, 0, 0, None, None))
+    return per_cell(keys, params, burn, spec, generations)
+
+
+steady_state_jit = jax.jit(steady_state, static_argnames=("spec", "generations"))
+
+
+@dataclasses.dataclass(frozen=True)
+class WDEstimate:
+    wd: float
+    wd_se: float
+    converged: bool
+    burn_in: int
+    generations: int
+
+
+def summarize(state: SteadyState, burn: int, generations: int) -> WDEstimate:
+    """WD and its standard error across chains; the two-halves convergence check."""
+    window = np.asarray(state.window, np.float64)
+    chains = window.shape[-1]
+    diff = np.asarray(state.first_half, np.float64) - np.asarray(state.second_half, np.float64)
+    diff_se = diff.std(ddof=1) / math.sqrt(chains) if chains > 1 else np.inf
+    converged = bool(abs(diff.mean()) <= Z_CONVERGENCE * diff_se) if np.isfinite(diff_se) else False
+    se = window.std(ddof=1) / math.sqrt(chains) if chains > 1 else float("nan")
+    return WDEstimate(float(window.mean()), float(se), converged, int(burn), int(generations))
+
+
+def steady_wd_cells(cells: list[dict], *, loop: str, dim: int, chains: int, seed: int, dtype: str = "float32",
+                    memory_slots: int = 1, batch: int | None = None, extend: int = 2,
+                    horizon_T: int | None = None) -> list[WDEstimate]:
+    """WD for a list of cells (dicts of LoopParams fields), one compilation per T.
+
+    All cells share the chain keys (common random numbers) and one horizon T,
+    the largest any cell needs (or ``horizon_T``, so that a sweep's cells do not
+    depend on how they are batched); each cell discards its own burn-in. Cells
+    that fail the convergence check are rerun with T doubled, up to ``extend``
+    times.
+    """
+    spec = LoopSpec(kind=loop, dim=dim, memory=memory_slots, dtype=dtype)
+    burns = [burn_in(c["n_real"], c["n_syn"], c.get("memory", 1)) for c in cells]
+    generations = horizon_T or max(horizon(b) for b in burns)
+    results: list[WDEstimate | None] = [None] * len(cells)
+    todo = list(range(len(cells)))
+    ids = jnp.arange(chains, dtype=jnp.uint32)
+    for attempt in range(extend + 1):
+        size = batch or len(todo)
+        for start in range(0, len(todo), size):
+            idx = todo[start:start + size]
+            padded = idx + [idx[-1]] * (size - len(idx))  # fixed batch shape: one compilation
+            params = stack_params([LoopParams.create(n_ini=cells[i].get("n_ini", max(cells[i]["n_real"], 2)),
+                                                     **{k: v for k, v in cells[i].items() if k != "n_ini"},
+                                                     dtype=dtype) for i in padded])
+            burn = jnp.asarray([burns[i] for i in padded], jnp.int32)
+            out = steady_state_jit(jax.random.key(seed), ids, params, burn, spec, generations)
+            out = jax.device_get(out)
+            for j, i in enumerate(idx):
+                results[i] = summarize(jax.tree.map(lambda x, j=j: x[j], out), burns[i], generations)
+        todo = [i for i in todo if not results[i].converged]
+        if not todo or attempt == extend:
+            break
+        generations *= 2
+    return results
+
+
+# ----------------------------------------------------------------------------- E[W2(G(n), P_r)]
+
+
+class EDistTable(NamedTuple):
+    """``E[W2(G(n), N(0, I_d))]`` on a log grid of n (common random numbers)."""
+
+    n: np.ndarray  # (m,) increasing
+    mean: np.ndarray  # (m,) decreasing (monotone envelope)
+    se: np.ndarray  # (m,)
+
+
+TABLE_N_MAX = 10**7
+TABLE_POINTS = 61
+TABLE_CHAINS = 1024
+
+
+def _cache_dir() -> str:
+    return os.environ.get("MADJAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "madjax"))
+
+
+def edist_table(dim: int, dtype: str = "float32", *, chains: int = TABLE_CHAINS, seed: int = 12345,
+                n_max: int = TABLE_N_MAX, points: int = TABLE_POINTS, cache: bool = True) -> EDistTable:
+    """Tabulate E[W2(G(n), P_r)] for n on a log grid from 2 to ``n_max`` (cached per d, dtype).
+
+    G(n) is generation 1 of the loop: the Gaussian fitted to n points of
+    N(0, I_d) by Eq. (1), from the exact engine.
+    """
+    path = os.path.join(_cache_dir(), f"edist_d{dim}_{dtype}_c{chains}_s{seed}_n{n_max}_p{points}.npz")
+    if cache and os.path.exists(path):
+        data = np.load(path)
+        return EDistTable(data["n"], data["mean"], data["se"])
+    n = np.unique(np.round(np.logspace(np.log10(2), np.log10(n_max), points)).astype(np.int64))
+    spec = LoopSpec(kind="fresh", dim=dim, dtype=dtype)
+    params = stack_params([LoopParams.create(n_ini=int(k), n_real=2, n_syn=0, dtype=dtype) for k in n])
+    from madjax.loops import run_cells_jit
+
+    w2 = np.asarray(run_cells_jit(jax.random.key(seed), jnp.arange(chains, dtype=jnp.uint32), params, spec, 1).w2,
+                    np.float64)[:, :, 0]
+    mean = np.minimum.accumulate(w2.mean(1))  # CRN makes it smooth; enforce monotone for inversion
+    table = EDistTable(n.astype(np.float64), mean, w2.std(1, ddof=1) / math.sqrt(chains))
+    if cache:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + f".{os.getpid()}.tmp.npz"
+        np.savez(tmp, n=table.n, mean=table.mean, se=table.se)
+        os.replace(tmp, path)
+    return table
+
+
+class EffectiveSize(NamedTuple):
+    n_e: float
+    n_e_se: float
+    bound: str | None  # None, "lower" (n_e ≥ value) or "upper" (n_e ≤ value)
+
+
+def invert(table: EDistTable, wd: float, wd_se: float) -> EffectiveSize:
+    """Solve E[W2(G(n_e))] = wd by log–log interpolation; delta-method standard error."""
+    log_n, log_e = np.log(table.n), np.log(table.mean)
+    if wd >= table.mean[0]:
+        return EffectiveSize(float(table.n[0]), float("nan"), "upper")
+    if wd <= table.mean[-1]:
+        return EffectiveSize(float(table.n[-1]), float("nan"), "lower")
+    # np.interp needs increasing x: interpolate log n against −log E
+    x = -log_e
+    log_ne = float(np.interp(-math.log(wd), x, log_n))
+    n_e = math.exp(log_ne)
+    k = int(np.clip(np.searchsorted(log_n, log_ne) - 1, 0, len(log_n) - 2))
+    slope = (log_e[k + 1] - log_e[k]) / (log_n[k + 1] - log_n[k])  # d log E / d log n < 0
+    table_se = float(np.interp(log_ne, log_n, table.se))
+    se_log = math.sqrt(wd_se**2 + table_se**2) / (wd * abs(slope)) if slope != 0 else float("inf")
+    return EffectiveSize(n_e, n_e * se_log, None)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _validate(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype):
+    check_choice("loop", loop, EFFECTIVE_LOOPS)
+    dim = check_int("dim", dim, minimum=1)
+    n_real = check_int("n_real", n_real, minimum=2)
+    if n_syn is not None:
+        n_syn = check_int("n_syn", n_syn, minimum=0)
+    lam = check_lam(lam)
+    memory = check_int("memory", memory, minimum=1)
+    chains = check_int("chains", chains, minimum=2)
+    seed = check_int("seed", seed, minimum=0)
+    dtype = check_dtype(dtype)
+    return loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype
+
+
+def result_record(est: WDEstimate, ne: EffectiveSize, n_real: int, chains: int) -> dict:
+    """The JSON record of DESIGN §10 for one cell."""
+    return {
+        "wd": est.wd, "wd_se": est.wd_se, "n_e": ne.n_e, "n_e_se": ne.n_e_se,
+        "n_e_ratio": ne.n_e / n_real, "n_e_ratio_se": ne.n_e_se / n_real, "n_e_bound": ne.bound,
+        "converged": est.converged, "burn_in": est.burn_in, "generations": est.generations, "chains": chains,
+    }
+
+
+def effective_size(*, loop="fresh", dim, n_real, n_syn, lam=1.0, memory=1, chains=256, seed=0,
+                   dtype="float32") -> dict:
+    """WD(n_r, n_s, λ), n_e and n_e/n_r with standard errors (Eq. 2, 3).
+
+    Returns:
+      dict with ``wd``, ``wd_se``, ``n_e``, ``n_e_se``, ``n_e_ratio``,
+      ``n_e_ratio_se``, ``n_e_bound`` (None, "lower" or "upper"),
+      ``converged``, ``burn_in``, ``generations``, ``chains``.
+
+    Example:
+      >>> r = effective_size(dim=2, n_real=10, n_syn=0, chains=64)
+      >>> r["n_e_bound"] is None and abs(r["n_e_ratio"] - 1) < 0.2
+      True
+    """
+    loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype = _validate(
+        loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype)
+    if n_syn is None:
+        raise ParameterError("n_syn", "is required (or use threshold search)")
+    table = edist_table(dim, dtype)
+    cell = dict(n_real=n_real, n_syn=n_syn, lam=lam, memory=memory)
+    (est,) = steady_wd_cells([cell], loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory)
+    return result_record(est, invert(table, est.wd, est.wd_se), n_real, chains)
+
+
+def ratio_curve(n_syn_values, *, loop, dim, n_real, lam, memory, chains, seed, dtype, table):
+    """n_e/n_r and its se for several n_s at once (one compilation, common random numbers)."""
+    cells = [dict(n_real=n_real, n_syn=int(s), lam=lam, memory=memory) for s in n_syn_values]
+    ests = steady_wd_cells(cells, loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory)
+    recs = [result_record(e, invert(table, e.wd, e.wd_se), n_real, chains) for e in ests]
+    return recs
+
+
+def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=256, seed=0, dtype="float32",
+                            ratio_max: float = 100.0, points: int = 9, z: float = 1.96) -> dict:
+    """The admissibility boundary n_s*(n_r, λ): where n_e/n_r crosses 1.
+
+    A coarse log grid of n_s ∈ [0.05 n_r, ratio_max · n_r] brackets the sign
+    change of ``n_e/n_r − 1``; a second grid inside the bracket refines it and
+    n_s* is interpolated in log n_s. Every evaluation uses the same chain keys
+    (common random numbers), so the curve is smooth in n_s and the root is
+    stable. The interval ``[n_syn_star_lo, n_syn_star_hi]`` spans the n_s where
+    the pointwise ``z``-interval of n_e/n_r still contains 1. If n_e/n_r ≥ 1
+    over the whole range (e.g. λ = 1), ``n_syn_star`` is None and
+    ``n_syn_star_lo`` is the largest n_s tried (a lower bound).
+    """
+    loop, dim, n_real, _, lam, memory, chains, seed, dtype = _validate(
+        loop, dim, n_real, None, lam, memory, chains, seed, dtype)
+    table = edist_table(dim, dtype)
+    kw = dict(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains, seed=seed, dtype=dtype,
+              table=table)
+    grid = np.unique(np.maximum(np.round(n_real * np.logspace(np.log10(0.05), np.log10(ratio_max), points)), 1)
+                     .astype(int))
+    recs = ratio_curve(grid, **kw)
+    r = np.array([x["n_e_ratio"] for x in recs])
+    below = np.nonzero(r < 1)[0]
+    if below.size == 0:
+        return {"n_syn_star": None, "n_syn_star_lo": float(grid[-1]), "n_syn_star_hi": None,
+                "threshold_grid": grid.tolist(), "threshold_ratio": r.tolist()}
+    k = below[0]
+    lo_s = grid[k - 1] if k > 0 else max(1, grid[0] // 10)
+    fine = np.unique(np.round(np.exp(np.linspace(np.log(lo_s), np.log(grid[k]), points))).astype(int))
+    fine = fine[~np.isin(fine, grid)]
+    recs_f = ratio_curve(fine, **kw) if fine.size else []
+    s_all = np.concatenate([grid, fine])
+    r_all = np.concatenate([r, [x["n_e_ratio"] for x in recs_f]])
+    se_all = np.concatenate([[x["n_e_ratio_se"] for x in recs], [x["n_e_ratio_se"] for x in recs_f]])
+    order = np.argsort(s_all)
+    s_all, r_all, se_all = s_all[order], r_all[order], np.nan_to_num(se_all[order], nan=0.0)
+    j = int(np.nonzero(r_all < 1)[0][0])
+    if j == 0:
+        star = float(s_all[0])
+    else:
+        x0, x1 = np.log(s_all[j - 1]), np.log(s_all[j])
+        y0, y1 = r_all[j - 1] - 1, r_all[j] - 1
+        star = float(np.exp(x0 + (x1 - x0) * y0 / (y0 - y1)))
+    sure_ok = s_all[(r_all - z * se_all) > 1]
+    sure_bad = s_all[(r_all + z * se_all) < 1]
+    lo = float(sure_ok[sure_ok <= star].max()) if np.any(sure_ok <= star) else float(s_all[0])
+    hi = float(sure_bad[sure_bad >= star].min()) if np.any(sure_bad >= star) else float(s_all[-1])
+    return {"n_syn_star": star, "n_syn_star_lo": lo, "n_syn_star_hi": hi,
+            "threshold_grid": s_all.tolist(), "threshold_ratio": r_all.tolist()}
+
+
+def effective_size_cli(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, threshold, dtype,
+                       progress=True) -> dict:
+    """``madjax effective-size``: validation first, then one or two computations."""
+    _validate(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype)
+    if threshold and n_syn is not None:
+        raise ParameterError("threshold", "searches n_s itself: omit --n-syn")
+    if not threshold and n_syn is None:
+        raise ParameterError("n_syn", "is required (or use --threshold)")
+    if threshold:
+        found = admissibility_threshold(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains,
+                                        seed=seed, dtype=dtype)
+        star = found["n_syn_star"]
+        n_syn_eval = int(round(star)) if star is not None else int(found["n_syn_star_lo"])
+        result = effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn_eval, lam=lam, memory=memory,
+                                chains=chains, seed=seed, dtype=dtype)
+        result["n_syn"] = n_syn_eval
+        result.update({k: found[k] for k in ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")})
+        return result
+    return effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn, lam=lam, memory=memory, chains=chains,
+                          seed=seed, dtype=dtype)
+
+
+def format_result(result: dict) -> str:
+    lines = [
+        f"WD        = {result['wd']:.6g} ± {result['wd_se']:.2g}",
+        f"n_e       = {result['n_e']:.6g} ± {result['n_e_se']:.2g}"
+        + (f"  ({result['n_e_bound']} bound)" if result["n_e_bound"] else ""),
+        f"n_e / n_r = {result['n_e_ratio']:.4g} ± {result['n_e_ratio_se']:.2g}",
+        f"converged = {result['converged']}  (burn-in {result['burn_in']} of {result['generations']} generations,"
+        f" {result['chains']} chains)",
+    ]
+    if "n_syn_star" in result:
+        star = result["n_syn_star"]
+        lines.append("n_s*      = " + (f"{star:.6g}  [{result['n_syn_star_lo']:.6g}, {result['n_syn_star_hi']:.6g}]"
+                                       if star is not None else f"none: n_e/n_r >= 1 up to n_s = "
+                                                                f"{result['n_syn_star_lo']:.6g}"))
+    return "\n".join(lines)
