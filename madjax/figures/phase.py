@@ -44,6 +44,7 @@ class PhaseConfig:
     panel: str | None = "lam"
     threshold: bool = False
     generations: int = 0  # trajectory only
+    threshold_ratio_max: float = 100.0  # root finding for n_s* searches n_s ≤ this × n_r
 
     def __post_init__(self):
         for _, grid, fixed in self.sweeps:
@@ -81,7 +82,7 @@ def get_config(fig: str, preset: str) -> PhaseConfig:
                                sweeps=(("fig10", {"lam": [1.0, 0.8], "n_real": [5, 20, 80, 320],
                                                   "n_syn": [2, 10, 50, 250, 1250]}, {}),)),
                     smoke=dict(loop="fresh", dim=4, chains=32, kind="heatmap", threshold=True,
-                               sweeps=(("fig10", {"lam": [1.0, 0.7], "n_real": [4, 16], "n_syn": [4, 32]}, {}),)))
+                               threshold_ratio_max=10.0, sweeps=(("fig10", {"lam": [1.0, 0.7], "n_real": [4, 16], "n_syn": [4, 32]}, {}),)))
     if fig == "fig32":
         # n_e/n_r over (n_s, λ), panels by n_r.
         lam = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
@@ -178,7 +179,7 @@ def _run_threshold(cfg: PhaseConfig, out: str, seed: int) -> None:
             if lam == 1.0:
                 continue
             r = admissibility_threshold(loop=cfg.loop, dim=cfg.dim, n_real=n_real, lam=lam, chains=cfg.chains,
-                                        seed=seed, points=6)
+                                        seed=seed, points=6, ratio_max=cfg.threshold_ratio_max)
             rows.append((lam, n_real, r["n_syn_star"] or np.nan, r["n_syn_star_lo"] or np.nan,
                          r["n_syn_star_hi"] or np.nan))
     arr = np.array(rows, dtype=np.float64).reshape(-1, 5)

@@ -1,0 +1,21 @@
+"""Every notebook under notebooks/ runs top to bottom with the smoke preset."""
+
+import pathlib
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_executes(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("MADJAX_PRESET", "smoke")
+    monkeypatch.setenv("MADJAX_CACHE", str(tmp_path / "cache"))
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS
