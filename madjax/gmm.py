@@ -590,7 +590,8 @@ def _validate(*, loop, n_ini, n_real, n_syn, lam, generations, chains, seed, dty
 def simulate_gmm(*, loop: str = "fully-synthetic", n_ini: int | None = None, n_syn: int | None = None,
                  lam: float = 1.0, generations: int, chains: int = 1, seed: int = 0, dtype: str = "float32",
                  progress: bool = False, chunk: int | None = None, memory: int = 1, accumulate: bool = False,
-                 n_real: int | None = None, n_eval: int = DEFAULT_N, snapshots=()) -> xr.Dataset:
+                 n_real: int | None = None, n_eval: int = DEFAULT_N, snapshots=(),
+                 first_chain: int = 0) -> xr.Dataset:
     """Simulate ``chains`` independent GMM loops on the 25-mode grid (Figs 11/12).
 
     Args:
@@ -612,6 +613,9 @@ def simulate_gmm(*, loop: str = "fully-synthetic", n_ini: int | None = None, n_s
       n_eval: size of the evaluation and fresh-target samples (default 1000).
       snapshots: generations whose fitted parameters and evaluation-size
         samples are kept (for Fig. 11).
+      first_chain: index of the first chain: chains ``first_chain …
+        first_chain + chains − 1`` are run (resumable batches give the same
+        numbers as one call).
 
     Returns:
       ``xarray.Dataset`` with dims ``(chain, generation)``, generation = 1..T:
@@ -629,6 +633,7 @@ def simulate_gmm(*, loop: str = "fully-synthetic", n_ini: int | None = None, n_s
     cfg, run = _validate(loop=loop, n_ini=n_ini, n_real=n_real, n_syn=n_syn, lam=lam, generations=generations,
                          chains=chains, seed=seed, dtype=dtype, chunk=chunk, memory=memory,
                          accumulate=accumulate, n_eval=n_eval, snapshots=snapshots)
+    first_chain = check_int("first_chain", first_chain, minimum=0)
     from madjax._progress import progress_bar
 
     T, C = run["generations"], run["chains"]
@@ -648,7 +653,7 @@ def simulate_gmm(*, loop: str = "fully-synthetic", n_ini: int | None = None, n_s
     with progress_bar(total=(-(-C // chunk)) * T, desc="GMM chain-generations", enabled=progress,
                       unit="gen") as bar:
         for start in range(0, C, chunk):
-            ids = jnp.arange(start, start + chunk, dtype=jnp.uint32)  # the last chunk is padded
+            ids = first_chain + jnp.arange(start, start + chunk, dtype=jnp.uint32)  # the last chunk is padded
             keys = _chain_keys(seed_key, ids)
             state = _init_chains(keys, cfg)
             recs = []
@@ -670,6 +675,7 @@ def simulate_gmm(*, loop: str = "fully-synthetic", n_ini: int | None = None, n_s
                 snap_x.append(np.asarray(_snapshot_samples(gen_keys, jax.tree.map(jnp.asarray, snap_params[-1]),
                                                            cfg.n_eval)))
     diag = jax.tree.map(lambda *a: np.concatenate(a, axis=0)[:C], *diags)
+    run["first_chain"] = first_chain
     return _to_dataset(cfg, run, diag,
                        jax.tree.map(lambda *a: np.concatenate(a, axis=0)[:C], *snap_params) if snaps.size else None,
                        np.concatenate(snap_x, axis=0)[:C] if snaps.size else None)
@@ -688,7 +694,7 @@ def _snapshot_samples(gen_keys: Array, params: GMMParams, n_eval: int) -> Array:
 def _to_dataset(cfg: LoopConfig, run: dict, diag: GMMDiagnostics, snap_params, snap_x) -> xr.Dataset:
     T, C = run["generations"], run["chains"]
     dims = ("chain", "generation")
-    coords = {"chain": np.arange(C), "generation": np.arange(1, T + 1)}
+    coords = {"chain": run.get("first_chain", 0) + np.arange(C), "generation": np.arange(1, T + 1)}
     data = {
         "total_variance": (dims, diag.total_variance, {"description": "trace of the covariance of an evaluation "
                                                                      "sample of G^t"}),

@@ -1,6 +1,7 @@
 """GLOW: invertibility, exact log-determinant, biased sampling, a trained first generation."""
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -111,3 +112,29 @@ def test_trained_first_generation_matches_the_target():
     kl = np.mean(log_p - log_q)  # ≥ 0 in expectation
     se_kl = np.std(log_p - log_q) / np.sqrt(len(ref))
     assert kl <= z * se_kl + 0.05, kl
+
+
+def test_fig15_presets_run_and_redraw_from_saved_data(tmp_path):
+    from madjax.deep.evaluate import PointEval
+    from madjax.deep.runner import GLOW_PRESETS
+    from madjax.figures.glow import FIGURES, Fig15Config
+
+    fig = FIGURES["fig15"]
+    paper = fig.get_config("paper")
+    assert (paper.n, paper.generations, paper.glow.couplings, paper.glow.hidden, paper.glow.epochs,
+            paper.glow.batch_size) == (10_000, 16, 8, 64, 20, 256)
+    assert 1.0 in paper.lams and min(paper.lams) < 1.0
+    assert fig.get_config("smoke").generations <= fig.get_config("quick").generations
+    with pytest.raises(ParameterError) as err:
+        dataclasses.replace(paper, lams=(1.0, 1.5))
+    assert err.value.param == "lams"
+
+    tiny = Fig15Config(preset="smoke", lams=(1.0, 0.5), generations=2, n=128, glow=GLOW_PRESETS["smoke"].glow,
+                       evaluation=PointEval(n_exact=64, n_sinkhorn=64, n_pr=128, n_nll=128))
+    fig.run(tiny, str(tmp_path), seed=0, progress=False)
+    with open(tmp_path / "fig15.csv") as f:
+        lines = f.read().splitlines()
+    assert lines[0].startswith("lam,generation,") and len(lines) == 1 + 2 * 2
+    for path in fig.plot(str(tmp_path)):
+        assert os.path.getsize(path) > 0
+    assert "parameters" in fig.dry_run(tiny)

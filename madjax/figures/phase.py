@@ -79,7 +79,7 @@ def get_config(fig: str, preset: str) -> PhaseConfig:
                                                   "n_syn": [10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000]},
                                         {}),)),
                     quick=dict(loop="fresh", dim=10, chains=64, kind="heatmap", threshold=True,
-                               sweeps=(("fig10", {"lam": [1.0, 0.8], "n_real": [5, 20, 80, 320],
+                               threshold_ratio_max=64.0, sweeps=(("fig10", {"lam": [1.0, 0.8], "n_real": [5, 20, 80, 320],
                                                   "n_syn": [2, 10, 50, 250, 1250]}, {}),)),
                     smoke=dict(loop="fresh", dim=4, chains=32, kind="heatmap", threshold=True,
                                threshold_ratio_max=10.0, sweeps=(("fig10", {"lam": [1.0, 0.7], "n_real": [4, 16], "n_syn": [4, 32]}, {}),)))
@@ -245,7 +245,8 @@ def _heatmap(cfg: PhaseConfig, out: str) -> list:
     thr = None
     if cfg.threshold and os.path.exists(os.path.join(out, f"{name}_threshold.nc")):
         thr = xr.open_dataset(os.path.join(out, f"{name}_threshold.nc"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 1, 3.8), squeeze=False,
+                             constrained_layout=True)
     log_ratio = np.log2(ds.n_e_ratio)
     vmax = float(np.nanmax(np.abs(log_ratio))) or 1.0
     norm = TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
