@@ -53,6 +53,10 @@ def _float_list(text: str) -> list[float]:
 def _add_common(p: argparse.ArgumentParser, *, x64: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host run with jax.distributed (coordinator from MADJAX_COORDINATOR, "
+                        "MADJAX_NUM_PROCESSES, MADJAX_PROCESS_ID, or auto-detected on Slurm/MPI/TPU); "
+                        "process 0 writes the results")
     if x64:
         p.add_argument("--x64", action="store_true", help="enable float64 (jax x64 mode) at start-up")
 
@@ -266,6 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         jax.config.update("jax_enable_x64", True)
     try:
+        if getattr(args, "distributed", False):
+            from madjax.distributed import initialize
+
+            initialize()
         return _COMMANDS[args.command](args)
     except ParameterError as err:
         return _fail(f"{err.option}: {err.message}")

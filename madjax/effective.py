@@ -33,12 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from madjax.loops import LoopParams, LoopSpec, chain_keys, run_chain, stack_params
+from madjax.loops import LoopParams, LoopSpec, chain_keys, padded_chain_ids, run_chain, stack_params
 from madjax.validation import ParameterError, check_choice, check_dtype, check_int, check_lam
 
 EFFECTIVE_LOOPS = ("fresh", "synthetic-augmentation")
 TOL = 1e-3  # burn-in: the initial model's influence decays below this factor
 MIN_WINDOW = 50
+CHUNK_BYTES = 1 << 30  # bound on one compiled call's working set
 Z_CONVERGENCE = 3.0
 
 
@@ -135,9 +136,11 @@ def steady_wd_cells(cells: list[dict], *, loop: str, dim: int, chains: int, seed
     generations = horizon_T or max(horizon(b) for b in burns)
     results: list[WDEstimate | None] = [None] * len(cells)
     todo = list(range(len(cells)))
-    ids = jnp.arange(chains, dtype=jnp.uint32)
     for attempt in range(extend + 1):
         size = batch or len(todo)
+        # Stream chains through bounded chunks: (cells × chunk) working sets stay near 1 GiB.
+        per_chain = (4 * memory_slots + 8) * dim * dim * jnp.dtype(dtype).itemsize * size
+        chain_chunk = max(1, min(chains, CHUNK_BYTES // per_chain))
         for start in range(0, len(todo), size):
             idx = todo[start:start + size]
             padded = idx + [idx[-1]] * (size - len(idx))  # fixed batch shape: one compilation
@@ -145,8 +148,12 @@ def steady_wd_cells(cells: list[dict], *, loop: str, dim: int, chains: int, seed
                                                      **{k: v for k, v in cells[i].items() if k != "n_ini"},
                                                      dtype=dtype) for i in padded])
             burn = jnp.asarray([burns[i] for i in padded], jnp.int32)
-            out = steady_state_jit(jax.random.key(seed), ids, params, burn, spec, generations)
-            out = jax.device_get(out)
+            parts = []
+            for c0 in range(0, chains, chain_chunk):
+                ids, count = padded_chain_ids(c0, min(chain_chunk, chains - c0))
+                part = jax.device_get(steady_state_jit(jax.random.key(seed), ids, params, burn, spec, generations))
+                parts.append(jax.tree.map(lambda x, c=count: x[:, :c], part))
+            out = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *parts)
             for j, i in enumerate(idx):
                 results[i] = summarize(jax.tree.map(lambda x, j=j: x[j], out), burns[i], generations)
         todo = [i for i in todo if not results[i].converged]

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from madjax.base import Array
 from madjax.gaussian import Diagnostics, GaussianEngine, diagnose, gaussian_exact, gaussian_sampled
@@ -198,6 +199,22 @@ def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int) 
     _, records = jax.lax.scan(step, state, jnp.arange(2, generations + 1, dtype=jnp.int32))
     first_record = diagnose(first)
     return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first_record, records)
+
+
+def padded_chain_ids(start: int, count: int) -> tuple[Array, int]:
+    """Chain ids ``start … start+count−1`` padded to a multiple of the local device count
+    and sharded over a ``("chain",)`` mesh of all local devices (a no-op on one device).
+
+    Returns the ids and the number of real (unpadded) chains; padded chains are
+    computed and dropped, so no result depends on the device count.
+    """
+    devices = jax.local_devices()
+    size = -(-count // len(devices)) * len(devices)
+    ids = jnp.arange(start, start + size, dtype=jnp.uint32)
+    if len(devices) > 1:
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("chain",))
+        ids = jax.device_put(ids, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chain")))
+    return ids, count
 
 
 def chain_keys(seed_key: Array, chain_ids: Array) -> Array:

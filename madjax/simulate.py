@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from madjax.loops import LOOPS, LoopParams, LoopSpec, run_chains_jit
+from madjax.loops import LOOPS, LoopParams, LoopSpec, padded_chain_ids, run_chains_jit
 from madjax.validation import (
     ParameterError,
     check_choice,
@@ -140,49 +140,62 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
                             engine=engine, dtype=dtype, seed=seed)
 
 
-def default_chunk(spec: LoopSpec, chains: int, n_devices: int = 1) -> int:
-    """Chains per compiled call: bounded memory, a multiple of the device count."""
+def default_chunk(spec: LoopSpec, chains: int) -> int:
+    """Chains per compiled call, so that one call's working set stays near 1 GiB."""
     itemsize = jnp.dtype(spec.dtype).itemsize
     per_chain = (4 * spec.memory + 8) * spec.dim * spec.dim * itemsize
     if spec.engine == "sampled":
         per_chain += (spec.memory + 2) * spec.max_points * spec.dim * itemsize * 3
-    chunk = max(1, min(chains, _CHUNK_BYTES // per_chain))
-    return -(-chunk // n_devices) * n_devices
+    return max(1, min(chains, _CHUNK_BYTES // per_chain))
 
 
-def _mesh_sharding():
-    devices = jax.local_devices()
-    if len(devices) == 1:
-        return None, 1
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("chain",))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chain")), len(devices)
+def process_chains(chains: int) -> tuple[int, int]:
+    """This process's contiguous share ``[start, stop)`` of the chains (multi-host runs)."""
+    n, i = jax.process_count(), jax.process_index()
+    per = -(-chains // n)
+    return min(i * per, chains), min((i + 1) * per, chains)
 
 
 def run_diagnostics(config: SimulationConfig, *, chunk: int | None = None, progress: bool = False) -> dict:
     """Run all chains in chunks; returns NumPy arrays of shape ``(chains, T)``.
 
-    Chain i always uses key ``fold_in(key(seed), i)``; the last chunk is padded
-    (extra chain ids) and trimmed, so results do not depend on ``chunk`` or on
-    the number of devices.
+    Chain i always uses key ``fold_in(key(seed), i)``; each chunk is sharded
+    over the local devices and padded to a multiple of their number, and the
+    padding is dropped, so results do not depend on ``chunk``, on the number
+    of devices, or (with ``jax.distributed``) on the number of processes:
+    each process runs its share of chain ids and the shares are gathered.
     """
     from madjax._progress import progress_bar
 
     spec, params = config.spec(), config.params()
-    sharding, n_devices = _mesh_sharding()
-    chunk = default_chunk(spec, config.chains, n_devices) if chunk is None else check_int("chunk", chunk, minimum=1)
-    chunk = -(-chunk // n_devices) * n_devices
+    chunk = default_chunk(spec, config.chains) if chunk is None else check_int("chunk", chunk, minimum=1)
     seed_key = jax.random.key(config.seed)
+    lo, hi = process_chains(config.chains)
     pieces = []
-    with progress_bar(total=config.chains, desc="chains", enabled=progress) as bar:
-        for start in range(0, config.chains, chunk):
-            ids = jnp.arange(start, start + chunk, dtype=jnp.uint32)
-            if sharding is not None:
-                ids = jax.device_put(ids, sharding)
-            out = run_chains_jit(seed_key, ids, params, spec, config.generations)
-            pieces.append(jax.device_get(out))
-            bar.update(min(chunk, config.chains - start))
-    return {name: np.concatenate([getattr(p, name) for p in pieces])[: config.chains]
-            for name in pieces[0]._fields}
+    with progress_bar(total=hi - lo, desc="chains", enabled=progress) as bar:
+        for start in range(lo, hi, chunk):
+            ids, count = padded_chain_ids(start, min(chunk, hi - start))
+            out = jax.device_get(run_chains_jit(seed_key, ids, params, spec, config.generations))
+            pieces.append(jax.tree.map(lambda x, c=count: x[:c], out))
+            bar.update(count)
+    records = {name: np.concatenate([getattr(p, name) for p in pieces]) for name in pieces[0]._fields}
+    if jax.process_count() > 1:
+        records = _gather_processes(records, config.chains)
+    return records
+
+
+def _gather_processes(records: dict, chains: int) -> dict:
+    """Concatenate every process's chains (in process order = chain order)."""
+    from jax.experimental import multihost_utils
+
+    per = -(-chains // jax.process_count())
+    out = {}
+    for name, value in records.items():
+        padded = np.zeros((per,) + value.shape[1:], value.dtype)
+        padded[: len(value)] = value
+        gathered = np.asarray(multihost_utils.process_allgather(padded))
+        out[name] = gathered.reshape((-1,) + value.shape[1:])[:chains]
+    return out
 
 
 def to_dataset(config: SimulationConfig, records: dict) -> xr.Dataset:
@@ -274,6 +287,8 @@ def simulate_to_file(out, **kwargs) -> xr.Dataset:
     """:func:`simulate`, then write NetCDF atomically (no partial file on failure)."""
     out = check_writable("out", out)
     ds = simulate(**kwargs)
+    if jax.process_index() != 0:  # multi-host: process 0 writes
+        return ds
     directory = os.path.dirname(os.path.abspath(out))
     fd, tmp = tempfile.mkstemp(suffix=".nc.part", dir=directory)
     os.close(fd)
