@@ -4,12 +4,13 @@
 set -euo pipefail
 out=$(mktemp -d)
 args=(simulate --loop fresh --dim 5 --n-ini 20 --n-real 10 --n-syn 50 --lam 0.9 --generations 6 --chains 9 --quiet)
-madjax "${args[@]}" --out "$out/one.nc"
+py=${PYTHON:-python}
+"$py" -m madjax "${args[@]}" --out "$out/one.nc"
 export MADJAX_COORDINATOR=127.0.0.1:${PORT:-23456} MADJAX_NUM_PROCESSES=2
-MADJAX_PROCESS_ID=1 madjax "${args[@]}" --distributed --out "$out/two.nc" &
-MADJAX_PROCESS_ID=0 madjax "${args[@]}" --distributed --out "$out/two.nc"
+MADJAX_PROCESS_ID=1 "$py" -m madjax "${args[@]}" --distributed --out "$out/two.nc" &
+MADJAX_PROCESS_ID=0 "$py" -m madjax "${args[@]}" --distributed --out "$out/two.nc"
 wait
-python - "$out" <<'PY'
+"$py" - "$out" <<'PY'
 import sys, numpy as np, xarray as xr
 a = xr.open_dataset(f"{sys.argv[1]}/one.nc"); b = xr.open_dataset(f"{sys.argv[1]}/two.nc")
 for v in ("w2", "cov_trace", "cov_logdet", "mean_sq_norm"):

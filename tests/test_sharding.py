@@ -44,7 +44,7 @@ def test_two_process_distributed_run_matches_one_process(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "distributed_localhost.sh")
-    out = subprocess.run(["bash", script], env=dict(os.environ, PORT=str(port)), capture_output=True, text=True,
+    out = subprocess.run(["bash", script], env=dict(os.environ, PORT=str(port), PYTHON=sys.executable), capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "identical to one process" in out.stdout

@@ -100,3 +100,15 @@ def plot(fig_id: str, source: str) -> list:
     if not os.path.isdir(source):
         raise ParameterError("from", f"no such directory: {source!r}")
     return fig.plot(source)
+
+
+def script_main(fig_ids, description: str, argv=None) -> None:
+    """Entry point of the thin ``experiments/`` scripts: ``--preset``, ``--out``, ``--seed``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="quick", choices=PRESETS)
+    p.add_argument("--out", default="out")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    reproduce(list(fig_ids), preset=args.preset, out=args.out, seed=args.seed)

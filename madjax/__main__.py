@@ -1,0 +1,5 @@
+import sys
+
+from madjax.cli import main
+
+sys.exit(main())
