@@ -115,9 +115,7 @@ def test_trained_first_generation_matches_the_target():
 
 
 def test_fig15_presets_run_and_redraw_from_saved_data(tmp_path):
-    from madjax.deep.evaluate import PointEval
-    from madjax.deep.runner import GLOW_PRESETS
-    from madjax.figures.glow import FIGURES, Fig15Config
+    from madjax.figures.glow import FIGURES
 
     fig = FIGURES["fig15"]
     paper = fig.get_config("paper")
@@ -129,8 +127,8 @@ def test_fig15_presets_run_and_redraw_from_saved_data(tmp_path):
         dataclasses.replace(paper, lams=(1.0, 1.5))
     assert err.value.param == "lams"
 
-    tiny = Fig15Config(preset="smoke", lams=(1.0, 0.5), generations=2, n=128, glow=GLOW_PRESETS["smoke"].glow,
-                       evaluation=PointEval(n_exact=64, n_sinkhorn=64, n_pr=128, n_nll=128))
+    # The smoke preset, two generations (its compiled functions are shared with test_deep's runs).
+    tiny = dataclasses.replace(fig.get_config("smoke"), lams=(1.0, 0.5), generations=2)
     fig.run(tiny, str(tmp_path), seed=0, progress=False)
     with open(tmp_path / "fig15.csv") as f:
         lines = f.read().splitlines()

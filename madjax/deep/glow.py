@@ -260,6 +260,7 @@ def _learning_rate(config: GlowConfig, step: Array, total: int) -> Array:
     return low + 0.5 * (lr - low) * (1.0 + jnp.cos(jnp.pi * step / max(total, 1)))
 
 
+@functools.lru_cache(maxsize=16)  # one set of compiled functions per (config, progress), shared by runs
 def glow(config: GlowConfig = GlowConfig(), *, progress: bool = False) -> GenerativeModel:
     """A GLOW flow as a :class:`~madjax.base.GenerativeModel` record.
 

@@ -233,6 +233,7 @@ def run_loop(
     keep: int = 2,
     record: Mapping[str, Any] | None = None,
     progress: bool = True,
+    label: str = "generation",
 ) -> list[dict]:
     """Run (or resume) one chain of a deep self-consuming loop.
 
@@ -260,6 +261,7 @@ def run_loop(
         compared on resumption); defaults to the loop and sizes.
       progress: tqdm bars over generations (and the model's epochs), shown on
         a terminal only.
+      label: the generation bar's description.
 
     Returns:
       The metric rows of generations 1..T (``{"generation": t, ...}``).
@@ -291,7 +293,7 @@ def run_loop(
 
     x_ref = source.sample(jax.random.fold_in(seed_key, _REFERENCE), n_ref)
     width = len(str(generations))
-    bar = progress_bar(total=generations, desc="generation", enabled=progress, unit="gen")
+    bar = progress_bar(total=generations, desc=label, enabled=progress, unit="gen")
     bar.update(start - 1)
     with bar:
         for t in range(start, generations + 1):
@@ -357,9 +359,13 @@ def _sample_png(x: np.ndarray, path: str, title: str) -> None:
 
     if x.ndim == 2 and x.shape[1] == 2:
         fig, ax = plt.subplots(figsize=(3.2, 3.2))
-        finite = np.all(np.isfinite(x), axis=1)
-        ax.scatter(x[finite, 0], x[finite, 1], s=1, alpha=0.3, lw=0)
-        ax.set(xlim=(-4, 4), ylim=(-2, 12), xlabel="$x_1$", ylabel="$x_2$", title=title)
+        x = x[np.all(np.isfinite(x), axis=1)]
+        ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.3, lw=0)
+        if len(x):  # frame the bulk: a few far outliers should not shrink the cloud to a dot
+            lo, hi = np.percentile(x, [0.5, 99.5], axis=0)
+            pad = 0.1 * np.maximum(hi - lo, 1e-6)
+            ax.set(xlim=(lo[0] - pad[0], hi[0] + pad[0]), ylim=(lo[1] - pad[1], hi[1] + pad[1]))
+        ax.set(xlabel="$x_1$", ylabel="$x_2$", title=title)
     else:
         side = int(math.ceil(math.sqrt(min(64, len(x)))))
         fig, axes = plt.subplots(side, side, figsize=(side * 0.6, side * 0.6))

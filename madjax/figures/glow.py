@@ -120,11 +120,9 @@ def run(config: Fig15Config, out_dir: str, *, seed: int = 0, progress: bool = Tr
     timings = {}
     for lam in config.lams:
         start = time.perf_counter()
-        if progress:
-            print(f"{NAME}: λ = {lam:g}", flush=True)
         run_loop(model, source, loop, lam=lam, generations=config.generations, seed=seed,
                  out=_lam_dir(out_dir, lam), evaluate=evaluate, n_eval=config.n, n_ref=config.n,
-                 record=config.record(lam, seed), progress=progress)
+                 record=config.record(lam, seed), progress=progress, label=f"{NAME} λ={lam:g}")
         timings[f"{lam:g}"] = time.perf_counter() - start
     target = source.sample(jax.random.PRNGKey(seed), config.n)
     np.savez(os.path.join(out_dir, NAME, "target.npz"), x=np.asarray(target, np.float32))
