@@ -34,12 +34,15 @@ Loop
     ``vmap``-ed, chain c uses ``fold_in(key(seed), c)`` and generation t
     ``fold_in(chain_key, t)``, so no number depends on chunking.
 
-    The paper does not state the synthetic sample size. The default
-    ``n_syn = n_ini = 1000`` (40 points per mode) makes modes disappear on the
-    paper's time scale: a mode's weight performs a Wright–Fisher-like random
-    walk with per-generation variance :math:`\pi(1-\pi)/n_s`, so a mode of
-    weight 1/25 is typically lost after a few hundred generations and most
-    are gone well before 2,000.
+    The paper does not state the synthetic sample size. The default here is
+    ``n_ini = n_syn = 1000`` (40 points per mode). The dynamics are
+    functions of t/n: a mode's weight performs a Wright–Fisher-like random
+    walk with per-generation variance :math:`\pi(1-\pi)/n`, and each mode's
+    covariance shrinks by about :math:`1 - 25/n` per generation (the MLE
+    divides by :math:`n_k`). With n = 1000 a few modes are lost by t ≈ 20 and
+    most by t ≈ 200; the ``paper`` preset of Figs 11/12 uses n = 10⁴, which
+    stretches the same picture over the paper's 2,000 generations
+    (:mod:`madjax.figures.gmm`).
 
 Diagnostics of :math:`G^t` (an evaluation sample of ``n_eval`` points from
 the fitted model, λ = 1 -- diagnostics describe the model, not the biased
@@ -77,12 +80,16 @@ __all__ = [
     "GMMParams",
     "GMMSpec",
     "GMMDiagnostics",
+    "EMInfo",
+    "LoopConfig",
     "gmm",
+    "kmeans_plusplus",
     "grid_modes",
     "sample_target",
     "fit_em",
     "sample_gmm",
     "diagnose",
+    "run_chain",
     "run_chains",
     "simulate_gmm",
     "DEFAULT_N",
@@ -91,7 +98,7 @@ __all__ = [
 LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
 GRID = (-4.0, -2.0, 0.0, 2.0, 4.0)
 SIGMA = 0.05
-DEFAULT_N = 1000  # default n_ini = n_syn (points per generation) and n_eval
+DEFAULT_N = 1000  # default n_ini = n_syn (points per generation) and n_eval; see the module docstring
 
 # Stream ids for fold_in(generation_key, stream): one independent key per use.
 _REAL, _FIT, _SYN, _EVAL, _TARGET = range(5)
@@ -599,7 +606,8 @@ def simulate_gmm(*, loop: str = "fully-synthetic", n_ini: int | None = None, n_s
         ``"synthetic-augmentation"``.
       n_ini: target samples of generation 1 (default 1000; ≥ 25).
       n_syn: synthetic samples per generation t ≥ 2 (default 1000 -- the
-        paper does not state it; see the module docstring).
+        paper does not state it; the dynamics scale with t/n, see the module
+        docstring).
       lam: sampling bias λ ∈ (0, 1] (component covariances scaled by λ).
       generations: T.
       chains: independent chains C; chain c uses ``fold_in(key(seed), c)``.
@@ -623,8 +631,8 @@ def simulate_gmm(*, loop: str = "fully-synthetic", n_ini: int | None = None, n_s
       ``modes_covered``, ``em_iterations``; per chain ``n_nonfinite`` and
       ``n_em_unconverged``; with ``snapshots``, ``snap_weights``
       ``(chain, snapshot, component)``, ``snap_means``/``snap_covs`` and
-      ``snap_samples`` ``(chain, snapshot, point, xy)``. Attribute ``config``
-      (JSON).
+      ``snap_samples`` ``(chain, snapshot, point, xy)``. Attributes ``config``
+      (JSON), ``madjax_version``, ``jax_version``, ``device``.
 
     Raises:
       ValueError (:class:`~madjax.validation.ParameterError`) naming the
@@ -723,5 +731,10 @@ def _to_dataset(cfg: LoopConfig, run: dict, diag: GMMDiagnostics, snap_params, s
     config = dataclasses.asdict(cfg)
     config.update(model_name="gmm", lam=run["lam"], generations=T, chains=C, seed=run["seed"],
                   snapshots=list(run["snapshots"]), accumulate=False, sigma=SIGMA, grid=list(GRID))
+    from madjax import __version__
+
     ds.attrs["config"] = json.dumps(config)
+    ds.attrs["madjax_version"] = __version__
+    ds.attrs["jax_version"] = jax.__version__
+    ds.attrs["device"] = f"{jax.default_backend()}:{jax.local_devices()[0].device_kind} x{jax.local_device_count()}"
     return ds
