@@ -13,6 +13,7 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MADJAX_PRESET", "smoke")
     monkeypatch.setenv("MADJAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MADJAX_REPO", str(pathlib.Path(__file__).parent.parent))
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
 
