@@ -74,7 +74,14 @@ from jax import lax
 
 from madjax.base import Array, GenerativeModel
 from madjax.metrics import precision_recall
-from madjax.validation import ParameterError, check_choice, check_dtype, check_int, check_lam
+from madjax.validation import (
+    ParameterError,
+    check_choice,
+    check_dtype,
+    check_int,
+    check_lam,
+    resolve_loop_sizes,
+)
 
 __all__ = [
     "GMMParams",
@@ -568,19 +575,7 @@ def _validate(*, loop, n_ini, n_real, n_syn, lam, generations, chains, seed, dty
                                            "with t); use memory K instead")
     if chunk is not None:
         chunk = check_int("chunk", chunk, minimum=1)
-    if loop == "fully-synthetic":
-        if n_real not in (None, 0):
-            raise ParameterError("n_real", f"must be omitted or 0 in the fully-synthetic loop, got {n_real}")
-        n_real = 0
-    elif n_real is None:
-        raise ParameterError("n_real", f"is required for the {loop} loop")
-    else:
-        n_real = check_int("n_real", n_real, minimum=0)
-    if loop == "synthetic-augmentation":
-        if n_ini is not None and n_ini != n_real:
-            raise ParameterError("n_ini", f"must be omitted or equal n_real ({n_real}) in the "
-                                          f"synthetic-augmentation loop, got {n_ini}")
-        n_ini = n_real
+    n_ini, n_real = resolve_loop_sizes(loop, n_ini, n_real)
     n_ini = DEFAULT_N if n_ini is None else n_ini
     n_syn = DEFAULT_N if n_syn is None else n_syn
     name = "n_real" if loop == "synthetic-augmentation" else "n_ini"

@@ -27,6 +27,7 @@ from madjax.validation import (
     check_int,
     check_lam,
     check_writable,
+    resolve_loop_sizes,
 )
 
 MODELS = ("gaussian", "gmm")
@@ -111,17 +112,7 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
     for name, value in (("n_ini", n_ini), ("n_real", n_real), ("n_syn", n_syn)):
         if value is not None:
             check_int(name, value, minimum=0)
-    if loop == "fully-synthetic":
-        if n_real not in (None, 0):
-            raise ParameterError("n_real", f"must be omitted or 0 in the fully-synthetic loop, got {n_real}")
-        n_real = 0
-    elif n_real is None:
-        raise ParameterError("n_real", f"is required for the {loop} loop")
-    if loop == "synthetic-augmentation":
-        if n_ini is not None and n_ini != n_real:
-            raise ParameterError("n_ini", f"must be omitted or equal n_real ({n_real}) in the "
-                                          f"synthetic-augmentation loop, got {n_ini}")
-        n_ini = n_real
+    n_ini, n_real = resolve_loop_sizes(loop, n_ini, n_real)
     if n_ini is None:
         raise ParameterError("n_ini", f"is required for the {loop} loop")
     if n_syn is None:
@@ -273,8 +264,8 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
     if config.model == "gmm":
         from madjax.gmm import simulate_gmm
 
-        ds = simulate_gmm(loop=config.loop, n_ini=config.n_ini, n_syn=config.n_syn, lam=config.lam,
-                          generations=config.generations, chains=config.chains, seed=config.seed,
+        ds = simulate_gmm(loop=config.loop, n_ini=config.n_ini, n_real=config.n_real, n_syn=config.n_syn,
+                          lam=config.lam, generations=config.generations, chains=config.chains, seed=config.seed,
                           dtype=config.dtype, progress=progress, chunk=chunk, memory=config.memory,
                           accumulate=config.accumulate)
     else:

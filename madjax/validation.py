@@ -121,3 +121,26 @@ def check_writable(param: str, path: str | os.PathLike, *, directory: bool = Fal
     if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise ParameterError(param, f"cannot write to {path!r}")
     return path
+
+
+def resolve_loop_sizes(loop: str, n_ini, n_real):
+    """Sizes per loop (DESIGN §10): returns ``(n_ini, n_real)``; ``n_ini`` may stay None.
+
+    fully-synthetic has no real part (``n_real`` omitted or 0); the other
+    loops need ``n_real``; synthetic-augmentation fits G¹ on D_r itself, so
+    ``n_ini`` is omitted or equals ``n_real``.
+    """
+    if loop == "fully-synthetic":
+        if n_real not in (None, 0):
+            raise ParameterError("n_real", f"must be omitted or 0 in the fully-synthetic loop, got {n_real}")
+        n_real = 0
+    elif n_real is None:
+        raise ParameterError("n_real", f"is required for the {loop} loop")
+    else:
+        n_real = check_int("n_real", n_real, minimum=0)
+    if loop == "synthetic-augmentation":
+        if n_ini is not None and n_ini != n_real:
+            raise ParameterError("n_ini", f"must be omitted or equal n_real ({n_real}) in the "
+                                          f"synthetic-augmentation loop, got {n_ini}")
+        n_ini = n_real
+    return n_ini, n_real
