@@ -37,6 +37,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from madjax.base import Array
 
@@ -95,7 +96,8 @@ class GaussianEngine(NamedTuple):
     """The generation-step interface of a Gaussian model plus its data algebra.
 
     ``init``/``fit``/``sample`` follow :class:`madjax.base.GenerativeModel`;
-    ``init`` returns the reference ``P_r = N(0, I_d)`` (the real data source).
+    ``init`` returns the reference ``P_r = N(0, I_d)``; ``sample_real(key, n)``
+    draws real data from it (``sample`` at λ = 1, short-cut where L = I).
     The loop driver combines training-set parts with ``concat`` and keeps an
     accumulated synthetic pool with ``pool_init``/``pool_append``.
     """
@@ -103,6 +105,7 @@ class GaussianEngine(NamedTuple):
     init: Callable
     fit: Callable
     sample: Callable
+    sample_real: Callable
     concat: Callable
     pool_init: Callable
     pool_append: Callable
@@ -163,9 +166,24 @@ def bartlett_factor(key: Array, df: Array, dim: int, dtype) -> Array:
     idx = jnp.arange(dim)
     shape = jnp.maximum(df - idx, 1).astype(dtype) / 2
     chi2 = 2.0 * jax.random.gamma(k_chi, shape, dtype=dtype)
-    z = jax.random.normal(k_z, (dim, dim), dtype)
-    a = jnp.tril(z, -1) + jnp.diag(jnp.sqrt(chi2))
+    # Draw only the d(d−1)/2 strictly-lower entries (random bits dominate the
+    # cost after eigh) and gather them into place; slot 0 is a zero.
+    rows, cols = np.tril_indices(dim, -1)
+    gather = np.zeros((dim, dim), np.int32)
+    gather[rows, cols] = np.arange(1, rows.size + 1)
+    z = jnp.concatenate([jnp.zeros((1,), dtype), jax.random.normal(k_z, (rows.size,), dtype)])
+    a = z[gather] + jnp.diag(jnp.sqrt(chi2))
     return jnp.where(idx[None, :] < df, a, jnp.zeros_like(a))
+
+
+def sample_reference_stats(key: Array, n: Array, dim: int, dtype) -> Stats:
+    """Exact statistics of n points from ``P_r = N(0, I_d)``: x̄ ~ N(0, I/n), scatter = A Aᵀ."""
+    n = jnp.asarray(n, jnp.int32)
+    k_mean, k_scatter = jax.random.split(key)
+    a = bartlett_factor(k_scatter, n - 1, dim, dtype)
+    z = jax.random.normal(k_mean, (dim,), dtype)
+    mean = jnp.where(n > 0, z / jnp.sqrt(jnp.maximum(n, 1).astype(dtype)), 0.0)
+    return Stats(n=n, mean=mean, scatter=a @ a.T, rank=jnp.minimum(n - 1, dim))
 
 
 def sample_stats(key: Array, params: GaussianParams, n: Array, lam: Array) -> Stats:
@@ -236,7 +254,10 @@ def gaussian_exact(dim: int, dtype="float32") -> GaussianEngine:
     def pool_append(pool: Stats, new: Stats) -> Stats:
         return concat(pool, new)
 
-    return GaussianEngine(init, fit, sample_stats, concat, pool_init, pool_append, dim, dtype.name)
+    def sample_real(key, n) -> Stats:
+        return sample_reference_stats(key, n, dim, dtype)
+
+    return GaussianEngine(init, fit, sample_stats, sample_real, concat, pool_init, pool_append, dim, dtype.name)
 
 
 def gaussian_sampled(dim: int, max_points: int, dtype="float32") -> GaussianEngine:
@@ -286,7 +307,10 @@ def gaussian_sampled(dim: int, max_points: int, dtype="float32") -> GaussianEngi
         mask = jnp.arange(pool.mask.shape[0]) < count + n_new
         return Points(x=x, mask=mask, rank=union_rank(jnp.stack([pool.rank, new.rank]), dim))
 
-    return GaussianEngine(init, fit, sample, concat, pool_init, pool_append, dim, dtype.name)
+    def sample_real(key, n) -> Points:
+        return sample(key, standard_normal_params(dim, dtype), n, 1.0)
+
+    return GaussianEngine(init, fit, sample, sample_real, concat, pool_init, pool_append, dim, dtype.name)
 
 
 # ----------------------------------------------------------------------------- diagnostics

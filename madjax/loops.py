@@ -170,7 +170,7 @@ def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int) 
     reference = eng.init(key)  # P_r = N(0, I_d)
     k_real, k_fit = jax.random.split(jax.random.fold_in(key, 1))
     n_first = params.n_real if spec.kind == "synthetic-augmentation" else params.n_ini
-    first_data = eng.sample(k_real, reference, n_first, jnp.ones((), reference.mean.dtype))
+    first_data = eng.sample_real(k_real, n_first)
     first = eng.fit(k_fit, reference, first_data)
     slots = spec.memory
     models = jax.tree.map(lambda x: jnp.broadcast_to(x, (slots,) + x.shape), first)
@@ -185,7 +185,7 @@ def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int) 
             pool = eng.pool_append(pool, synthetic)
             synthetic = pool
         if spec.kind == "fresh":
-            train = eng.concat(eng.sample(k_real, reference, params.n_real, 1.0), synthetic)
+            train = eng.concat(eng.sample_real(k_real, params.n_real), synthetic)
         elif spec.kind == "synthetic-augmentation":
             train = eng.concat(state.real, synthetic)
         else:
