@@ -285,10 +285,11 @@ def effective_size(*, loop="fresh", dim, n_real, n_syn, lam=1.0, memory=1, chain
     return result_record(est, invert(table, est.wd, est.wd_se), n_real, chains)
 
 
-def ratio_curve(n_syn_values, *, loop, dim, n_real, lam, memory, chains, seed, dtype, table):
+def ratio_curve(n_syn_values, *, loop, dim, n_real, lam, memory, chains, seed, dtype, table, horizon_T=None):
     """n_e/n_r and its se for several n_s at once (one compilation, common random numbers)."""
     cells = [dict(n_real=n_real, n_syn=int(s), lam=lam, memory=memory) for s in n_syn_values]
-    ests = steady_wd_cells(cells, loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory)
+    ests = steady_wd_cells(cells, loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory,
+                           horizon_T=horizon_T)
     recs = [result_record(e, invert(table, e.wd, e.wd_se), n_real, chains) for e in ests]
     return recs
 
@@ -313,6 +314,8 @@ def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=
               table=table)
     grid = np.unique(np.maximum(np.round(n_real * np.logspace(np.log10(0.05), np.log10(ratio_max), points)), 1)
                      .astype(int))
+    # one horizon for every evaluation: same chains, same generations (CRN)
+    kw["horizon_T"] = max(horizon(burn_in(n_real, int(s), memory)) for s in grid)
     recs = ratio_curve(grid, **kw)
     r = np.array([x["n_e_ratio"] for x in recs])
     below = np.nonzero(r < 1)[0]
