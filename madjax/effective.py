@@ -70,6 +70,12 @@ def horizon(burn: int, min_window: int = MIN_WINDOW) -> int:
     return burn + max(burn, min_window)
 
 
+def horizon_level(burn: int) -> int:
+    """T rounded up to a power of two: a grid compiles once per level, not once per cell,
+    and a cell never runs the horizon of the slowest cell of its grid."""
+    return 1 << (horizon(burn) - 1).bit_length()
+
+
 # ----------------------------------------------------------------------------- steady state
 
 

@@ -1,12 +1,13 @@
 """Resumable sweeps of n_e/n_r (or WD trajectories) over grids of loop parameters.
 
 A sweep is a grid of cells over any of ``n_real, n_syn, lam, memory,
-real_fraction, n_total, n_ini``. Cells run in vectorised batches through one
-compiled function (all swept values are traced) with common random numbers:
+real_fraction, n_total, n_ini``. Cells run in vectorised batches (all swept values are traced; cells are
+grouped by horizon level, a power of two of T, so a grid compiles once per
+level and no cell runs the slowest cell's horizon) with common random numbers:
 chain i has the same key in every cell. Each finished batch is written at
 once to ``DIR/<name>.zarr`` (the values first, then the cell's ``done`` flag),
 so a killed sweep resumes where it stopped; because a cell's numbers depend
-only on its parameters, the chain keys and the grid's horizon T, the resumed
+only on its parameters, the chain keys and its horizon level, the resumed
 sweep reproduces an uninterrupted one exactly. When all cells are done the
 store is exported to ``DIR/<name>.nc``.
 """
@@ -25,7 +26,7 @@ from madjax.effective import (
     EFFECTIVE_LOOPS,
     burn_in,
     edist_table,
-    horizon,
+    horizon_level,
     invert,
     result_record,
     steady_wd_cells,
@@ -151,7 +152,8 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
     combos = list(itertools.product(*grid.values()))
     cells = [cell_params({**fixed, **dict(zip(names, combo))}) for combo in combos]
     memory_slots = max(c["memory"] for c in cells)
-    generations = max(horizon(burn_in(c["n_real"], c["n_syn"], c["memory"])) for c in cells)
+    # Cells are grouped by horizon level (powers of two of T): one compilation per level.
+    levels = [horizon_level(burn_in(c["n_real"], c["n_syn"], c["memory"])) for c in cells]
     attrs = {"sweep": json.dumps({"loop": loop, "dim": dim, "grid": grid, "fixed": fixed, "chains": chains,
                                   "seed": seed, "dtype": dtype}, sort_keys=True),
              "bound_codes": "n_e_bound: 0 none, 1 lower (n_e >= value), 2 upper (n_e <= value)"}
@@ -167,10 +169,11 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
     todo = [i for i, idx in enumerate(index) if not done[idx]]
     with progress_bar(total=len(index), desc=name, enabled=progress, unit="cell") as bar:
         bar.update(len(index) - len(todo))
-        for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
+        batches = [(level, group[start:start + batch]) for level in sorted(set(levels))
+                   for group in [[i for i in todo if levels[i] == level]] for start in range(0, len(group), batch)]
+        for level, chunk in batches:
             ests = steady_wd_cells([cells[i] for i in chunk], loop=loop, dim=dim, chains=chains, seed=seed,
-                                   dtype=dtype, memory_slots=memory_slots, batch=batch, horizon_T=generations)
+                                   dtype=dtype, memory_slots=memory_slots, batch=batch, horizon_T=level)
             for i, est in zip(chunk, ests):
                 rec = result_record(est, invert(table, est.wd, est.wd_se), cells[i]["n_real"], chains)
                 rec["n_e_bound"] = _BOUND_CODE[rec["n_e_bound"]]

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from madjax.effective import admissibility_threshold, burn_in, horizon
+from madjax.effective import admissibility_threshold, burn_in, horizon_level
 from madjax.figures import Figure
 from madjax.loops import LoopParams, LoopSpec, run_cells_jit, stack_params
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
@@ -209,12 +209,16 @@ def dry_run(cfg: PhaseConfig) -> str:
         if cfg.kind == "trajectory":
             T = cfg.generations
         else:
-            T = max(horizon(burn_in(c["n_real"], c["n_syn"], c["memory"])) for c in cells)
+            levels = [horizon_level(burn_in(c["n_real"], c["n_syn"], c["memory"])) for c in cells]
         slots = max(c["memory"] for c in cells)
         batch = 16
         mem = batch * cfg.chains * (4 * slots + 8) * cfg.dim**2 * 4
-        parts.append(f"{name}: {len(cells)} cells x {cfg.chains} chains x T={T} generations, d={cfg.dim}, "
-                     f"{len(cells) * cfg.chains * T:.3g} chain-generations, ~{mem / 2**30:.2f} GiB per batch")
+        if cfg.kind == "trajectory":
+            levels = [T] * len(cells)
+        work = cfg.chains * sum(levels)
+        parts.append(f"{name}: {len(cells)} cells x {cfg.chains} chains, T from {min(levels)} to {max(levels)} "
+                     f"generations ({len(set(levels))} compiled horizons), d={cfg.dim}, {work:.3g} "
+                     f"chain-generations, ~{mem / 2**30:.2f} GiB per batch")
         spec = LoopSpec(kind=cfg.loop, dim=cfg.dim, memory=slots)
         p = stack_params([LoopParams.create(**cells[0])])
         lowered = run_cells_jit.lower(jax.random.key(0), jnp.arange(2, dtype=jnp.uint32), p, spec, 2)
