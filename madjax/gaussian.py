@@ -212,7 +212,7 @@ def pool_stats(parts: Stats) -> Stats:
     ``scatter = Σ_g S_g + Σ_g n_g (x̄_g − x̄)(x̄_g − x̄)ᵀ``. Empty groups drop out.
     """
     dim = parts.mean.shape[-1]
-    n = jnp.sum(parts.n)
+    n = jnp.sum(parts.n).astype(jnp.int32)  # int64 under x64 otherwise: the scan carry needs int32
     w = parts.n.astype(parts.mean.dtype)
     mean = jnp.sum(w[:, None] * parts.mean, axis=0) / jnp.maximum(n, 1).astype(parts.mean.dtype)
     delta = parts.mean - mean
@@ -302,7 +302,7 @@ def gaussian_sampled(dim: int, max_points: int, dtype="float32") -> GaussianEngi
 
     def pool_append(pool: Points, new: Points) -> Points:
         count = jnp.sum(pool.mask).astype(jnp.int32)
-        x = jax.lax.dynamic_update_slice(pool.x, new.x, (count, 0))
+        x = jax.lax.dynamic_update_slice(pool.x, new.x, (count, jnp.int32(0)))
         n_new = jnp.sum(new.mask).astype(jnp.int32)
         mask = jnp.arange(pool.mask.shape[0]) < count + n_new
         return Points(x=x, mask=mask, rank=union_rank(jnp.stack([pool.rank, new.rank]), dim))
