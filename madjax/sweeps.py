@@ -32,7 +32,15 @@ from madjax.effective import (
     steady_wd_cells,
 )
 from madjax.loops import LoopParams
-from madjax.validation import ParameterError, check_choice, check_dtype, check_int, check_lam, check_writable
+from madjax.validation import (
+    ParameterError,
+    check_choice,
+    check_dtype,
+    check_fraction,
+    check_int,
+    check_lam,
+    check_writable,
+)
 
 SWEEP_PARAMS = ("n_real", "n_syn", "lam", "memory", "real_fraction", "n_total", "n_ini")
 _INT_PARAMS = {"n_real", "n_syn", "memory", "n_total", "n_ini"}
@@ -52,8 +60,6 @@ def validate_grid(grid: dict, fixed: dict) -> dict:
             if name == "lam":
                 check_lam(v)
             elif name == "real_fraction":
-                from madjax.validation import check_fraction
-
                 check_fraction(v)
             else:
                 check_int(name, v, minimum={"memory": 1, "n_ini": 2, "n_real": 2 if "real_fraction" not in grid

@@ -14,6 +14,7 @@ describes -- n_r from below d to far above it, n_s/n_r from about 0.1 to
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 
@@ -203,8 +204,6 @@ def dry_run(cfg: PhaseConfig) -> str:
     parts = []
     for name, grid, fixed in cfg.sweeps:
         keys = list(grid)
-        import itertools
-
         cells = [cell_params({**fixed, **dict(zip(keys, c))}) for c in itertools.product(*grid.values())]
         if cfg.kind == "trajectory":
             T = cfg.generations
