@@ -9,9 +9,16 @@ intact). Each holds two items:
   network state *and* the optimizer state), ``history`` -- the parameters of
   the K − 1 models before it that memory K samples from -- and ``pool``, the
   accumulated synthetic pool (absent when empty: orbax refuses zero-size
-  arrays);
+  arrays). The pool is any pytree of arrays sharing a leading row axis: an
+  ``(n, d)`` array of points, or an ``Images(x, y)`` of images and labels;
 * ``meta`` (``JsonSave``): ``generation``, the metric rows so far, and the
   sizes needed to rebuild the restore target (``n_history``, ``pool_rows``).
+
+The restore target of the pool is its *row structure* -- the pytree of
+``jax.ShapeDtypeStruct`` of a one-row dataset, e.g.
+``jax.eval_shape(lambda k: source.sample(k, 1), key)`` -- with the leading
+axis set to ``pool_rows``: the structure comes from the data, never from a
+guessed shape or dtype.
 
 Metrics round-trip exactly: JSON writes Python floats with ``repr``.
 """
@@ -57,28 +64,47 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, generation: int, *, params: Any, history: list, pool: Any, metrics: list) -> None:
-        """Checkpoint generation ``generation`` (blocks until it is on disk)."""
+        """Checkpoint generation ``generation`` (blocks until it is on disk).
+
+        Args:
+          generation: t, the generation just finished.
+          params: parameters of G^t.
+          history: parameters of the models before it that memory K keeps.
+          pool: the accumulated synthetic pool (a pytree with a leading row
+            axis), or None.
+          metrics: the metric rows of generations 1..t (JSON-able).
+        """
+        rows = pool_rows(pool)
         state = {"params": params, "history": list(history)}
-        if pool is not None and pool.shape[0] > 0:
+        if rows > 0:
             state["pool"] = pool
         meta = {
             "generation": int(generation),
             "metrics": metrics,
             "n_history": len(history),
-            "pool_rows": 0 if pool is None else int(pool.shape[0]),
+            "pool_rows": rows,
         }
         self._manager.save(
             generation, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         )
         self._manager.wait_until_finished()
 
-    def restore_latest(self, abstract_params: Any, *, sample_shape: tuple) -> Restored | None:
+    def restore_latest(self, abstract_params: Any, *, row_structure: Any = None,
+                       sample_shape: tuple | None = None) -> Restored | None:
         """Restore the last finished generation, or return None if there is none.
 
         Args:
           abstract_params: ``jax.eval_shape`` of the model's ``init``: the
             structure, shapes and dtypes of one model's parameters.
-          sample_shape: shape of one data point (for the pool's target).
+          row_structure: the pool's structure as a pytree of
+            ``jax.ShapeDtypeStruct`` with any leading size (module docstring),
+            e.g. ``jax.eval_shape(lambda k: source.sample(k, 1), key)``.
+          sample_shape: shorthand for a pool of float32 points of this shape
+            (``row_structure`` = ``ShapeDtypeStruct((1, *sample_shape), float32)``).
+
+        Raises:
+          ValueError: if the checkpoint holds a pool and neither
+            ``row_structure`` nor ``sample_shape`` is given.
         """
         step = self._manager.latest_step()
         if step is None:
@@ -86,7 +112,13 @@ class Checkpointer:
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         target = {"params": abstract_params, "history": [abstract_params] * meta["n_history"]}
         if meta["pool_rows"] > 0:
-            target["pool"] = jax.ShapeDtypeStruct((meta["pool_rows"], *sample_shape), np.float32)
+            if row_structure is None:
+                if sample_shape is None:
+                    raise ValueError("the checkpoint holds a pool: pass row_structure (or sample_shape)")
+                row_structure = jax.ShapeDtypeStruct((1, *sample_shape), np.float32)
+            target["pool"] = jax.tree.map(
+                lambda s: jax.ShapeDtypeStruct((meta["pool_rows"], *s.shape[1:]), s.dtype), row_structure
+            )
         state = self._manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         ).state
@@ -100,3 +132,10 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def pool_rows(pool: Any) -> int:
+    """Rows of a pool (a pytree whose leaves share the leading axis); 0 for None."""
+    if pool is None:
+        return 0
+    return int(jax.tree.leaves(pool)[0].shape[0])

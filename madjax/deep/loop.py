@@ -36,16 +36,40 @@ gives the same numbers as an uninterrupted run.
 with the loop's bias λ -- the law of the data the next generation trains on.
 (The Gaussian engine instead describes the fitted N(μ_t, Σ_t), DESIGN §2.)
 
+**Datasets are pytrees.** A training set is whatever the source's and the
+model's ``sample`` return: an ``(n, d)`` array of points (GLOW), or an
+``Images(x, y)`` of images ``(n, H, W)`` and labels ``(n,)`` (DDPM, WGAN-GP).
+Every operation the driver does on data -- concatenating the real and
+synthetic parts, permuting the memory-K draw, growing the accumulated pool,
+checkpointing it -- maps over the leaves, which share the leading row axis.
+The pool's checkpoint target is taken from the source's row structure
+(``jax.eval_shape(lambda k: source.sample(k, 1), key)``), so its dtypes come
+from the data.
+
+**Real draws.** ``source.sample(key, n)`` is the law of the real data: exact
+draws for a closed-form law (Rosenbrock), or n distinct images drawn
+uniformly *without replacement* from a finite training split. The fresh loop
+makes one such draw per generation with its own key: within a generation
+the n_r images are distinct, but on a finite split the draws of different
+generations overlap (by about n_r²/N images for a split of N). With MNIST
+(N = 60 000, n_r = 2000) that is ~67 shared images of 2000 per pair of
+generations; on the 1500-image digits split it is much more, which is the
+price of an offline default.
+
 Outputs in ``out`` (DESIGN §10):
 
 * ``metrics.csv`` -- one row per finished generation: ``generation`` then the
   metrics, rewritten from the checkpoint after every generation;
-* ``samples/gen_{t}.npz`` (t zero-padded to the width of T; array ``x``,
-  float32, data space) and ``samples/gen_{t}.png`` for t = 1, every
-  ``save_every``-th generation and t = T;
+* ``samples/gen_{t}.npz`` (t zero-padded to the width of T) and
+  ``samples/gen_{t}.png`` for t = 1, every ``save_every``-th generation and
+  t = T: array ``x`` (float32, data space: points ``(n, d)`` or images
+  ``(n, H, W)`` in [0, 1]) and, for a conditional image model, ``y`` (int32
+  labels); the PNG is a scatter of points or a grid of images (one row per
+  class when labelled);
 * ``checkpoints/`` -- the orbax checkpoints (the last ``keep``);
 * ``config.json`` -- the run's configuration; a later call with the same
-  ``out`` resumes only if everything but ``generations`` matches.
+  ``out`` resumes only if everything but ``generations`` and ``save_every``
+  matches.
 """
 
 from __future__ import annotations
@@ -64,15 +88,18 @@ import numpy as np
 from madjax._progress import progress_bar
 from madjax.base import GenerativeModel
 from madjax.data import DataSource
-from madjax.deep.checkpoint import Checkpointer
+from madjax.deep.checkpoint import Checkpointer, pool_rows
 from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_writable
 
 Array = jax.Array
 
 LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
 
+# A dataset: an (n, ...) array or a pytree of arrays sharing the leading axis (Images(x, y)).
+Dataset = Any
+
 # evaluate(key, params, x_model, x_ref) -> {metric: float}
-EvaluateFn = Callable[[Array, Any, Array, Array], Mapping[str, float]]
+EvaluateFn = Callable[[Array, Any, Dataset, Dataset], Mapping[str, float]]
 
 # Streams of fold_in(seed_key, stream): distinct roots for the real data, each
 # generation's model keys, the evaluation reference and the initial parameters.
@@ -145,34 +172,68 @@ def generation_key(seed_key: Array, t: int) -> Array:
     return jax.random.fold_in(jax.random.fold_in(seed_key, _GENERATION), t)
 
 
-def real_data(seed_key: Array, source: DataSource, loop: DeepLoop, t: int) -> Array:
+def num_rows(data: Dataset) -> int:
+    """Rows of a dataset (the shared leading axis of its leaves)."""
+    return int(jax.tree.leaves(data)[0].shape[0])
+
+
+def concatenate(parts: list) -> Dataset:
+    """Row-wise concatenation of datasets with one structure (leaf by leaf)."""
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=0), *parts)
+
+
+def take_rows(data: Dataset, index: Array) -> Dataset:
+    """``data[index]`` on every leaf."""
+    return jax.tree.map(lambda a: a[index], data)
+
+
+def row_structure(source: DataSource) -> Any:
+    """Structure, trailing shapes and dtypes of the source's data: a one-row ``eval_shape``.
+
+    Nothing is drawn (``jax.eval_shape`` only traces ``source.sample``).
+    """
+    return jax.eval_shape(lambda key: source.sample(key, 1), jax.random.PRNGKey(0))
+
+
+def empty_like(structure: Any) -> Dataset:
+    """A zero-row dataset of the given row structure."""
+    return jax.tree.map(lambda s: jnp.zeros((0, *s.shape[1:]), s.dtype), structure)
+
+
+def real_data(seed_key: Array, source: DataSource, loop: DeepLoop, t: int) -> Dataset:
     """The real part of generation ``t``'s training set (empty for t ≥ 2 when fully synthetic).
 
     D_r of the synthetic-augmentation loop and the n_ini points of G¹ share the
-    key of generation 1, so D_r *is* G¹'s training set.
+    key of generation 1, so D_r *is* G¹'s training set (when n_ini = n_real,
+    which :class:`DeepLoop` enforces). The fresh loop draws with
+    ``fold_in(root, t)``: a new draw every generation (module docstring on
+    overlaps within a finite split).
     """
     root = jax.random.fold_in(seed_key, _REAL)
     if t == 1:
         return source.sample(jax.random.fold_in(root, 1), loop.n_ini)
     if loop.kind == "synthetic-augmentation":
         return source.sample(jax.random.fold_in(root, 1), loop.n_real)
-    if loop.kind == "fresh":
+    if loop.kind == "fresh" and loop.n_real > 0:
         return source.sample(jax.random.fold_in(root, t), loop.n_real)
-    return jnp.zeros((0, *source.shape), jnp.float32)
+    return empty_like(row_structure(source))
 
 
-def sample_memory(key: Array, model: GenerativeModel, history: list, n: int, lam: float) -> Array:
-    """n points, each from a model drawn uniformly among ``history`` (the last K).
+def sample_memory(key: Array, model: GenerativeModel, history: list, n: int, lam: float) -> Dataset:
+    """n samples, each from a model drawn uniformly among ``history`` (the last K).
 
     Args:
       key: PRNG key.
       model: the generative model record.
       history: parameters of the available previous models, oldest first.
-      n: number of points.
+      n: number of samples.
       lam: sampling bias λ.
 
     Returns:
-      ``(n, ...)`` samples, shuffled so the models are interleaved.
+      A dataset of ``n`` rows, shuffled (every leaf by the same permutation)
+      so the models are interleaved.
     """
     k_assign, k_draw, k_perm = jax.random.split(key, 3)
     if len(history) == 1:
@@ -184,7 +245,7 @@ def sample_memory(key: Array, model: GenerativeModel, history: list, n: int, lam
         for j, (params, c) in enumerate(zip(history, counts))
         if c > 0
     ]
-    return jax.random.permutation(k_perm, jnp.concatenate(parts, axis=0), axis=0)
+    return take_rows(concatenate(parts), jax.random.permutation(k_perm, n))
 
 
 def check_resumable(out: str, record: Mapping[str, Any]) -> None:
@@ -228,7 +289,8 @@ def run_loop(
     out: str,
     evaluate: EvaluateFn,
     n_eval: int,
-    n_ref: int,
+    n_ref: int | None = None,
+    reference: Dataset | None = None,
     save_every: int = 1,
     keep: int = 2,
     record: Mapping[str, Any] | None = None,
@@ -251,9 +313,12 @@ def run_loop(
       out: output directory (created).
       evaluate: ``evaluate(key, params, x_model, x_ref) -> {name: float}``,
         called once per generation with ``n_eval`` samples of G^t at λ and
-        ``n_ref`` fresh real samples (the same reference every generation).
+        the real reference ``x_ref`` (the same every generation).
       n_eval: model samples evaluated (and saved) per generation.
-      n_ref: real reference samples for the metrics.
+      n_ref: the reference is ``n_ref`` fresh draws of ``source`` (with a
+        key of its own) -- unless ``reference`` is given.
+      reference: a fixed real reference dataset, e.g. a held-out test split
+        (give exactly one of ``n_ref`` and ``reference``).
       save_every: write ``samples/gen_{t}`` for t = 1, multiples of
         ``save_every`` and t = T.
       keep: checkpoints kept (the latest ``keep``).
@@ -270,7 +335,12 @@ def run_loop(
     generations = check_int("generations", generations, minimum=1)
     save_every = check_int("save_every", save_every, minimum=1)
     n_eval = check_int("n_eval", n_eval, minimum=2)
-    n_ref = check_int("n_ref", n_ref, minimum=2)
+    if (n_ref is None) == (reference is None):
+        raise ParameterError("n_ref", "give exactly one of n_ref and reference")
+    if reference is None:
+        n_ref = check_int("n_ref", n_ref, minimum=2)
+    elif num_rows(reference) < 2:
+        raise ParameterError("reference", f"needs at least 2 rows, got {num_rows(reference)}")
     if record is None:
         record = {"loop": dataclasses.asdict(loop), "lam": lam, "seed": seed, "data": source.name,
                   "generations": generations, "save_every": save_every}
@@ -282,7 +352,7 @@ def run_loop(
     seed_key = jax.random.PRNGKey(seed)
     abstract = jax.eval_shape(model.init, jax.random.fold_in(seed_key, _INIT))
     ckpt = Checkpointer(os.path.join(out, "checkpoints"), keep=keep)
-    restored = ckpt.restore_latest(abstract, sample_shape=source.shape)
+    restored = ckpt.restore_latest(abstract, row_structure=row_structure(source))
     if restored is None:
         start, rows = 1, []
         params, history, pool = model.init(jax.random.fold_in(seed_key, _INIT)), [], None
@@ -291,7 +361,7 @@ def run_loop(
         params, history, pool = restored.params, list(restored.history) + [restored.params], restored.pool
     _write_metrics(out, rows)
 
-    x_ref = source.sample(jax.random.fold_in(seed_key, _REFERENCE), n_ref)
+    x_ref = reference if reference is not None else source.sample(jax.random.fold_in(seed_key, _REFERENCE), n_ref)
     width = len(str(generations))
     bar = progress_bar(total=generations, desc=label, enabled=progress, unit="gen")
     bar.update(start - 1)
@@ -302,11 +372,14 @@ def run_loop(
             if t == 1:
                 train = real
             else:
-                new = sample_memory(jax.random.fold_in(key, _SYN), model, history, loop.n_syn, lam)
-                if loop.accumulate:
-                    pool = new if pool is None else jnp.concatenate([pool, new], axis=0)
-                    new = pool
-                train = jnp.concatenate([real, new], axis=0)
+                parts = [real] if num_rows(real) > 0 else []
+                if loop.n_syn > 0:
+                    new = sample_memory(jax.random.fold_in(key, _SYN), model, history, loop.n_syn, lam)
+                    if loop.accumulate:
+                        pool = new if pool_rows(pool) == 0 else concatenate([pool, new])
+                        new = pool
+                    parts.append(new)
+                train = concatenate(parts)
             params = model.fit(jax.random.fold_in(key, _FIT), params, train)
             history = (history + [params])[-loop.memory:]
 
@@ -314,7 +387,7 @@ def run_loop(
             metrics = evaluate(jax.random.fold_in(key, _METRICS), params, x_model, x_ref)
             rows.append({"generation": t, **{k: float(v) for k, v in metrics.items()}})
             if t == 1 or t % save_every == 0 or t == generations:
-                _write_samples(out, f"gen_{t:0{width}d}", np.asarray(x_model, np.float32), t)
+                _write_samples(out, f"gen_{t:0{width}d}", x_model, t)
             # Samples first, checkpoint second: a kill in between redoes generation t
             # and rewrites identical files; metrics.csv always mirrors the checkpoint.
             ckpt.save(t, params=params, history=history[:-1], pool=pool, metrics=rows)
@@ -343,15 +416,31 @@ def read_metrics(out: str) -> list[dict]:
         return [{k: int(v) if k == "generation" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def _write_samples(out: str, stem: str, x: np.ndarray, t: int) -> None:
+def _write_samples(out: str, stem: str, data: Dataset, t: int) -> None:
+    """``samples/{stem}.npz`` (``x``; ``y`` where labelled) and ``samples/{stem}.png``."""
+    x, y = sample_arrays(data)
     base = os.path.join(out, "samples", stem)
-    np.savez(base + ".tmp.npz", x=x)
+    arrays = {"x": x} if y is None else {"x": x, "y": y}
+    np.savez(base + ".tmp.npz", **arrays)
     os.replace(base + ".tmp.npz", base + ".npz")
-    _sample_png(x, base + ".png", f"generation {t}")
+    _sample_png(x, y, base + ".png", f"generation {t}")
 
 
-def _sample_png(x: np.ndarray, path: str, title: str) -> None:
-    """A scatter of 2-D points, or a grid of the first 64 images ``(n, H, W)``."""
+def sample_arrays(data: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(x, y)`` of a dataset as saved: float32 ``x``; int32 ``y`` or None.
+
+    An array dataset is ``x`` alone. An ``Images``-like dataset (fields ``x``
+    and ``y``) keeps ``y`` only where the model is conditional: an
+    unconditional model marks every label −1, and its samples carry no ``y``.
+    """
+    if hasattr(data, "x") and hasattr(data, "y"):
+        x, y = np.asarray(data.x, np.float32), np.asarray(data.y, np.int32)
+        return x, (y if np.any(y >= 0) else None)
+    return np.asarray(data, np.float32), None
+
+
+def _sample_png(x: np.ndarray, y: np.ndarray | None, path: str, title: str) -> None:
+    """A scatter of 2-D points, or a grid of images ``(n, H, W)`` (module docstring)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -367,12 +456,42 @@ def _sample_png(x: np.ndarray, path: str, title: str) -> None:
             ax.set(xlim=(lo[0] - pad[0], hi[0] + pad[0]), ylim=(lo[1] - pad[1], hi[1] + pad[1]))
         ax.set(xlabel="$x_1$", ylabel="$x_2$", title=title)
     else:
-        side = int(math.ceil(math.sqrt(min(64, len(x)))))
-        fig, axes = plt.subplots(side, side, figsize=(side * 0.6, side * 0.6))
-        for i, ax in enumerate(np.ravel(axes)):
-            ax.axis("off")
-            if i < len(x):
-                ax.imshow(np.reshape(x[i], x.shape[1:3]), cmap="gray", vmin=0, vmax=1)
-        fig.suptitle(title, fontsize=8)
+        mosaic, row_labels = image_grid(x, y)
+        fig, ax = plt.subplots(figsize=(4.0, 4.0 * mosaic.shape[0] / mosaic.shape[1] + 0.3))
+        ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set(xticks=[], yticks=[], title=title)
+        if row_labels:  # one row per class: label it
+            step = mosaic.shape[0] / len(row_labels)
+            ax.set_yticks((np.arange(len(row_labels)) + 0.5) * step, [str(c) for c in row_labels], fontsize=6)
+            ax.tick_params(length=0)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def image_grid(x: np.ndarray, y: np.ndarray | None = None, *, per_row: int = 8,
+               max_rows: int = 10) -> tuple[np.ndarray, list]:
+    """Tile images ``(n, H, W)`` into one mosaic with a 1-pixel grey border.
+
+    Labelled images get one row per class (its first ``per_row`` samples, in
+    class order), so a grid shows every class whatever order the sampler
+    returned them in; unlabelled ones fill ``per_row``-wide rows in order.
+    Non-finite pixels show as mid-grey.
+
+    Returns:
+      ``(mosaic, row_labels)``: a 2-D float array in [0, 1] and the class of
+      each row (empty when unlabelled).
+    """
+    x = np.nan_to_num(np.clip(np.asarray(x, np.float32), 0.0, 1.0), nan=0.5)
+    if y is not None:
+        labels = [int(c) for c in np.unique(y) if c >= 0][:max_rows]
+        rows = [x[y == c][:per_row] for c in labels]
+    else:
+        labels = []
+        count = min(len(x), per_row * max_rows)
+        rows = [x[i:i + per_row] for i in range(0, count, per_row)]
+    h, w = x.shape[1:3]
+    mosaic = np.full((len(rows) * (h + 1) + 1, per_row * (w + 1) + 1), 0.5, np.float32)
+    for r, images in enumerate(rows):
+        for c, image in enumerate(images):
+            mosaic[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = image
+    return mosaic, labels
