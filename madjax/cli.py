@@ -49,6 +49,10 @@ def _float_list(text: str) -> list[float]:
     return _positive_list(text, float)
 
 
+def _str_list(text: str) -> list[str]:
+    return _positive_list(text, str)
+
+
 def _add_common(p: argparse.ArgumentParser, *, x64: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -138,21 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", required=True, help="directory written by reproduce")
 
     # train -------------------------------------------------------------------------
-    p = sub.add_parser("train", help="run a deep self-consuming loop (one chain), checkpointed and resumable")
-    p.add_argument("model", metavar="MODEL", help="glow | wgan | ddpm")
+    p = sub.add_parser(
+        "train", help="run a deep self-consuming loop (one chain), checkpointed and resumable",
+        description=(
+            "Run one chain of a deep self-consuming loop: GLOW on 2-D Rosenbrock points, or a conditional "
+            "DDPM / a WGAN-GP on images (the bundled 8x8 digits, or MNIST IDX files). Writes DIR/metrics.csv "
+            "(one row per generation), DIR/samples/gen_<t>.npz and .png, DIR/checkpoints/; run it again "
+            "with the same options (and a larger --generations) to resume. "
+            "Example: madjax train ddpm --loop fully-synthetic --generations 5 --lam 0.7 --data digits "
+            "--preset quick --out runs/ddpm"),
+    )
+    p.add_argument("model", metavar="MODEL", help="glow (rosenbrock) | ddpm | wgan (digits, mnist)")
     p.add_argument("--loop", required=True, help=" | ".join(LOOPS))
-    p.add_argument("--generations", type=int, required=True)
-    p.add_argument("--lam", type=float, default=1.0)
+    p.add_argument("--generations", type=int, required=True, help="generations T")
+    p.add_argument("--lam", type=float, default=1.0,
+                   help="sampling bias λ in (0, 1]: latent variance (glow, wgan) or guidance w = 1/λ - 1 (ddpm)")
     p.add_argument("--data", required=True, help="rosenbrock | digits | mnist")
-    p.add_argument("--data-dir", default=None, help="MNIST IDX directory (default $MADJAX_DATA)")
-    p.add_argument("--n-ini", type=int, default=None)
-    p.add_argument("--n-real", type=int, default=None)
-    p.add_argument("--n-syn", type=int, default=None)
-    p.add_argument("--memory", type=int, default=1)
-    p.add_argument("--accumulate", action="store_true")
-    p.add_argument("--save-every", type=int, default=1)
-    p.add_argument("--preset", default="quick", help="smoke | quick | paper")
-    p.add_argument("--out", required=True)
+    p.add_argument("--data-dir", default=None,
+                   help="directory of the MNIST IDX files, raw or .gz (default $MADJAX_DATA)")
+    p.add_argument("--n-ini", type=int, default=None, help="real samples of generation 1 (default: the preset's)")
+    p.add_argument("--n-real", type=int, default=None, help="real samples per generation t >= 2")
+    p.add_argument("--n-syn", type=int, default=None, help="synthetic samples per generation t >= 2")
+    p.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models (default 1)")
+    p.add_argument("--accumulate", action="store_true", help="keep every previous generation's synthetic samples")
+    p.add_argument("--save-every", type=int, default=1, help="write sample files every K generations (and at 1, T)")
+    p.add_argument("--preset", default="quick", help="smoke | quick | paper (paper: MNIST sizes, a GPU)")
+    p.add_argument("--out", required=True, help="output directory")
     _add_common(p, x64=False)
 
     # bench -------------------------------------------------------------------------
@@ -167,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--naive-chains", type=int, default=4, help="chains timed for the naive NumPy loop")
+    p.add_argument("--factor", type=_str_list, default=["auto"],
+                   help="madjax factorisations to time: auto | eigh | cholesky (comma list)")
+    p.add_argument("--w2-every", type=_int_list, default=[1], help="W2 every k-th generation (comma list)")
     p.add_argument("--json", action="store_true")
     _add_common(p)
     return parser

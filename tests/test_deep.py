@@ -175,8 +175,8 @@ GOOD = ["train", "glow", "--loop", "fully-synthetic", "--generations", "2", "--d
 @pytest.mark.parametrize("change, option", [
     ({"--lam": "1.5"}, "--lam"),
     ({"--lam": "0"}, "--lam"),
-    ({"glow": "wgan"}, "--model"),
-    ({"glow": "ddpm"}, "--model"),
+    ({"glow": "wgan"}, "--data"),  # image models on 2-D points
+    ({"glow": "ddpm"}, "--data"),
     ({"glow": "vae"}, "--model"),
     ({"--loop": "cyclic"}, "--loop"),
     ({"--data": "mnist"}, "--data"),

@@ -490,6 +490,7 @@ def image_grid(x: np.ndarray, y: np.ndarray | None = None, *, per_row: int = 8,
         count = min(len(x), per_row * max_rows)
         rows = [x[i:i + per_row] for i in range(0, count, per_row)]
     h, w = x.shape[1:3]
+    per_row = max((len(r) for r in rows), default=1)  # no empty columns when every class has fewer
     mosaic = np.full((len(rows) * (h + 1) + 1, per_row * (w + 1) + 1), 0.5, np.float32)
     for r, images in enumerate(rows):
         for c, image in enumerate(images):

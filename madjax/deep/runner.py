@@ -1,7 +1,14 @@
 """``madjax train``: validate, pick a preset, run one deep loop (DESIGN §10).
 
-Presets of the GLOW flow on 2-D Rosenbrock (the paper's Figure 15 setting is
-``paper``; the others keep the loop and shrink the work):
+One ``train`` path serves every deep model. A model is an entry of
+:data:`MODELS` -- its presets, the data it accepts, how a preset's
+configuration adapts to the data (image size, classes), its factory, and how
+a generation is evaluated -- so GLOW, the DDPM and the WGAN-GP share the
+validation, the loop sizes, the resumable run directory and the driver
+(:func:`madjax.deep.loop.run_loop`).
+
+GLOW on 2-D Rosenbrock (the paper's Figure 15 setting is ``paper``; the others
+keep the loop and shrink the work):
 
 =======  =========  ======  ======  =====  ======  ===============================
 preset   couplings  hidden  epochs  batch  n       evaluation (exact W2 / Sinkhorn / P-R)
@@ -22,24 +29,100 @@ constant 10⁻³ left 10–15 % moment errors, which the loop would then
 compound). The Sinkhorn subsample is the smallest because its cost grows
 fastest with n (:mod:`madjax.deep.evaluate`).
 
-``wgan`` and ``ddpm`` belong to a later version: asking for them is a
-``ParameterError`` before any work.
+The conditional DDPM (``ddpm``) and the WGAN-GP (``wgan``) on images
+(``--data digits`` or ``mnist``); architectures and schedules are
+``DDPM_CONFIGS`` / ``WGAN_CONFIGS`` of :mod:`madjax.deep.ddpm` and
+:mod:`madjax.deep.wgan`, with the image size and class count taken from the
+data:
+
+=======  ==========================  =========================================
+preset   n (default sizes)           evaluation samples per generation
+=======  ==========================  =========================================
+paper    60 000 (all of MNIST train)  10 000 (= the MNIST test split)
+quick    1 000 (of the 1 501 digits)  the whole test split (296 digits)
+smoke    128                          64
+=======  ==========================  =========================================
+
+The paper preset needs ``--data mnist`` (60 000 training images; digits has
+1 501, which is an error naming the size). **Image metrics**: FID, precision
+and recall (k = 5) in the feature space of a LeNet the project trains on the
+same data's training split (:func:`madjax.deep.features.lenet_features`,
+cached on disk), against the **held-out test split** as the reference -- the
+same images every generation, never seen by G¹ nor by the LeNet's
+training -- and ``n_nonfinite``. The quick preset scores as many model
+samples as there are test images (296 on digits), so precision and recall
+compare sets of equal size.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
-from madjax.data import DATA_NAMES, get_source
+from madjax.base import GenerativeModel
+from madjax.data import DATA_NAMES, IMAGE_NAMES, DataSource, Images, get_source, load_images
 from madjax.deep.evaluate import PointEval, point_metrics
 from madjax.deep.glow import GlowConfig, glow, glow_log_prob
-from madjax.deep.loop import LOOPS, DeepLoop, check_resumable, run_loop
+from madjax.deep.loop import LOOPS, DeepLoop, EvaluateFn, check_resumable, run_loop
 from madjax.validation import ParameterError, check_choice, check_int, check_lam
 
-MODELS = ("glow", "wgan", "ddpm")
-AVAILABLE_MODELS = ("glow",)
 PRESETS = ("smoke", "quick", "paper")
+
+
+class Preset(NamedTuple):
+    """One preset of a model: configuration, default size, evaluation sizes.
+
+    Attributes:
+      config: the model's frozen configuration dataclass (for image models,
+        its ``image_shape`` / ``num_classes`` are replaced by the data's).
+      n: default of ``n_ini``, ``n_syn`` and (where the loop has a real part)
+        ``n_real``.
+      n_eval: model samples evaluated (and saved) per generation; None: as
+        many as the reference holds.
+      evaluation: model-specific evaluation settings (GLOW: a
+        :class:`~madjax.deep.evaluate.PointEval`; images: None).
+    """
+
+    config: Any
+    n: int
+    n_eval: int | None
+    evaluation: Any = None
+
+
+class Evaluation(NamedTuple):
+    """What :func:`run_loop` needs to score a generation.
+
+    ``evaluate(key, params, x_model, x_ref)``; ``n_eval`` model samples; the
+    reference is either ``n_ref`` fresh draws of the source or the fixed
+    dataset ``reference``.
+    """
+
+    evaluate: EvaluateFn
+    n_eval: int
+    n_ref: int | None = None
+    reference: Any = None
+
+
+class ModelEntry(NamedTuple):
+    """A deep model as ``train`` sees it.
+
+    Attributes:
+      data: the ``--data`` names it accepts.
+      presets: ``() -> {preset: Preset}`` (a function: importing a model's
+        module is deferred until it is asked for).
+      build: ``(config, progress) -> GenerativeModel``.
+      adapt: ``(config, source) -> config`` fitted to the data's shape.
+      evaluation: ``(preset, config, source, data_dir, progress) -> Evaluation``.
+    """
+
+    data: tuple
+    presets: Callable[[], Mapping[str, Preset]]
+    build: Callable[[Any, bool], GenerativeModel]
+    adapt: Callable[[Any, DataSource], Any]
+    evaluation: Callable[..., Evaluation]
+
+
+# ----------------------------------------------------------------------------- GLOW
 
 
 class GlowPreset(NamedTuple):
@@ -50,14 +133,141 @@ class GlowPreset(NamedTuple):
     evaluation: PointEval
 
 
-GLOW_PRESETS = {
-    "paper": GlowPreset(GlowConfig(couplings=8, hidden=64, epochs=20, batch_size=256), 10_000,
-                        PointEval(n_exact=2000, n_sinkhorn=1000, n_pr=10_000, n_nll=10_000)),
-    "quick": GlowPreset(GlowConfig(couplings=8, hidden=64, epochs=20, batch_size=256), 4000,
-                        PointEval(n_exact=1000, n_sinkhorn=1000, n_pr=4000, n_nll=4000)),
-    "smoke": GlowPreset(GlowConfig(couplings=2, hidden=16, epochs=2, batch_size=128, init_points=512), 512,
-                        PointEval(n_exact=256, n_sinkhorn=256, n_pr=512, n_nll=512)),
+def _glow_table() -> dict[str, GlowPreset]:
+    return {
+        "paper": GlowPreset(GlowConfig(couplings=8, hidden=64, epochs=20, batch_size=256), 10_000,
+                            PointEval(n_exact=2000, n_sinkhorn=1000, n_pr=10_000, n_nll=10_000)),
+        "quick": GlowPreset(GlowConfig(couplings=8, hidden=64, epochs=20, batch_size=256), 4000,
+                            PointEval(n_exact=1000, n_sinkhorn=1000, n_pr=4000, n_nll=4000)),
+        "smoke": GlowPreset(GlowConfig(couplings=2, hidden=16, epochs=2, batch_size=128, init_points=512), 512,
+                            PointEval(n_exact=256, n_sinkhorn=256, n_pr=512, n_nll=512)),
+    }
+
+
+GLOW_PRESETS = _glow_table()
+
+
+def _glow_presets() -> dict[str, Preset]:
+    # n evaluation samples and n fresh reference points per generation.
+    return {p: Preset(s.glow, s.n, s.n, s.evaluation) for p, s in GLOW_PRESETS.items()}
+
+
+def glow_evaluate(config, evaluation: PointEval) -> EvaluateFn:
+    """The per-generation ``evaluate(key, params, x_model, x_ref)`` of a GLOW loop."""
+    def evaluate(key, params, x_model, x_ref):
+        del key  # every metric here is deterministic given the samples
+        return point_metrics(x_model, x_ref, evaluation, log_prob=lambda x: glow_log_prob(config, params, x))
+
+    return evaluate
+
+
+def _glow_build(config, progress: bool) -> GenerativeModel:
+    return glow(config, progress=progress)
+
+
+def _glow_evaluation(preset: Preset, config, source, data_dir, progress) -> Evaluation:
+    # Fresh exact Rosenbrock draws (a key of their own) as the reference.
+    return Evaluation(glow_evaluate(config, preset.evaluation), n_eval=preset.n_eval, n_ref=preset.n)
+
+
+# ----------------------------------------------------------------------------- images
+
+# Default sizes and evaluation samples of the image presets (module docstring).
+IMAGE_SIZES = {"paper": (60_000, 10_000), "quick": (1000, None), "smoke": (128, 64)}
+
+
+def image_reference(data: str, data_dir=None) -> Images:
+    """The held-out test split of ``data``: the reference of every image metric."""
+    import jax.numpy as jnp
+
+    split = load_images(data, data_dir)
+    return Images(jnp.asarray(split.x_test), jnp.asarray(split.y_test))
+
+
+def image_evaluation(data: str, data_dir=None, *, n_eval: int | None = None, k: int = 5,
+                     progress: bool = False) -> Evaluation:
+    """FID / precision / recall of model images in LeNet features, against the test split.
+
+    Trains (or reads from the disk cache) the LeNet of ``data`` -- the one
+    step here that may take a while the first time.
+
+    Args:
+      data: ``"digits"`` or ``"mnist"``.
+      data_dir: MNIST directory (default ``$MADJAX_DATA``).
+      n_eval: model samples per generation (None: the test split's size).
+      k: neighbour rank of precision/recall.
+      progress: progress bar of the LeNet's training.
+    """
+    from madjax.deep.features import image_metrics, lenet_features
+
+    reference = image_reference(data, data_dir)
+    n_eval = int(reference.x.shape[0]) if n_eval is None else check_int("n_eval", n_eval, minimum=2)
+    extractor = lenet_features(data, data_dir, progress=progress)
+
+    def evaluate(key, params, x_model, x_ref):
+        del key, params  # the metrics depend on the samples only
+        return image_metrics(extractor, x_model, x_ref, k=k)
+
+    return Evaluation(evaluate, n_eval=n_eval, reference=reference)
+
+
+def _image_evaluation(preset: Preset, config, source, data_dir, progress) -> Evaluation:
+    return image_evaluation(source.name, data_dir, n_eval=preset.n_eval, progress=progress)
+
+
+def _ddpm_presets() -> dict[str, Preset]:
+    from madjax.deep.ddpm import DDPM_CONFIGS
+
+    return {p: Preset(DDPM_CONFIGS[p], *IMAGE_SIZES[p]) for p in PRESETS}
+
+
+def _wgan_presets() -> dict[str, Preset]:
+    from madjax.deep.wgan import WGAN_CONFIGS
+
+    return {p: Preset(WGAN_CONFIGS[p], *IMAGE_SIZES[p]) for p in PRESETS}
+
+
+def _ddpm_build(config, progress: bool) -> GenerativeModel:
+    from madjax.deep.ddpm import ddpm
+
+    return ddpm(config, progress=progress)
+
+
+def _wgan_build(config, progress: bool) -> GenerativeModel:
+    from madjax.deep.wgan import wgan
+
+    return wgan(config, progress=progress)
+
+
+def adapt_ddpm(config, source: DataSource):
+    """The DDPM configuration for ``source``'s image size and classes."""
+    return dataclasses.replace(config, image_shape=tuple(source.shape), num_classes=source.num_classes)
+
+
+def adapt_wgan(config, source: DataSource):
+    """The WGAN-GP configuration for ``source``'s image size (it is unconditional)."""
+    return dataclasses.replace(config, image_shape=tuple(source.shape))
+
+
+MODELS: dict[str, ModelEntry] = {
+    "glow": ModelEntry(("rosenbrock",), _glow_presets, _glow_build, lambda c, s: c, _glow_evaluation),
+    "wgan": ModelEntry(IMAGE_NAMES, _wgan_presets, _wgan_build, adapt_wgan, _image_evaluation),
+    "ddpm": ModelEntry(IMAGE_NAMES, _ddpm_presets, _ddpm_build, adapt_ddpm, _image_evaluation),
 }
+
+
+def model_presets(model: str) -> Mapping[str, Preset]:
+    """The presets of ``model``; ParameterError naming ``model`` if this install lacks its module."""
+    check_choice("model", model, tuple(MODELS))
+    try:
+        return MODELS[model].presets()
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("madjax"):
+            raise
+        raise ParameterError("model", f"{model} is not available in this version of madjax") from None
+
+
+# ----------------------------------------------------------------------------- sizes
 
 
 def loop_sizes(loop: str, n: int, *, n_ini=None, n_real=None, n_syn=None, memory=1,
@@ -79,14 +289,28 @@ def loop_sizes(loop: str, n: int, *, n_ini=None, n_real=None, n_syn=None, memory
     return DeepLoop(kind=loop, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory, accumulate=bool(accumulate))
 
 
-def glow_evaluate(config: GlowConfig, evaluation: PointEval):
-    """The per-generation ``evaluate(key, params, x_model, x_ref)`` of a GLOW loop."""
+def check_real_sizes(loop: DeepLoop, data: str, data_dir=None, *, preset: str | None = None) -> None:
+    """Every real draw must fit in the training split of an image data set.
 
-    def evaluate(key, params, x_model, x_ref):
-        del key  # every metric here is deterministic given the samples
-        return point_metrics(x_model, x_ref, evaluation, log_prob=lambda x: glow_log_prob(config, params, x))
+    Real images are drawn without replacement from the training split, so
+    ``n_ini`` and ``n_real`` (each one draw) may not exceed its size. Points
+    (Rosenbrock) are unlimited.
 
-    return evaluate
+    Raises:
+      ParameterError: naming ``n_ini`` or ``n_real``.
+    """
+    if data not in IMAGE_NAMES:
+        return
+    n_train = int(load_images(data, data_dir).x_train.shape[0])
+    for name in ("n_ini", "n_real"):
+        value = getattr(loop, name)
+        if value > n_train:
+            hint = f" (the {preset} preset's default)" if preset else ""
+            raise ParameterError(name, f"must be <= {n_train}, the size of the {data} training split "
+                                       f"(real images are drawn without replacement), got {value}{hint}")
+
+
+# ----------------------------------------------------------------------------- train
 
 
 def train(
@@ -110,18 +334,21 @@ def train(
 ) -> list[dict]:
     """Run (or resume) one chain of a deep self-consuming loop into ``out``.
 
-    Everything is validated before any work: a bad value raises
+    Everything is validated before any work -- model, preset, loop, data (an
+    MNIST directory is read and checked), sizes against the data, the output
+    directory -- a bad value raises
     :class:`~madjax.validation.ParameterError` naming the parameter.
 
     Args:
-      model: ``"glow"`` (``"wgan"``, ``"ddpm"``: not available in this version).
+      model: ``"glow"``, ``"ddpm"`` or ``"wgan"``.
       loop: ``"fully-synthetic"``, ``"synthetic-augmentation"`` or ``"fresh"``.
       generations: T ≥ 1; a larger T than a saved run's continues it.
-      lam: sampling bias λ ∈ (0, 1]: latents z = √λ·ε.
-      data: ``"rosenbrock"`` (GLOW models 2-D points).
-      data_dir: directory of image data (unused by Rosenbrock).
+      lam: sampling bias λ ∈ (0, 1]: latents z = √λ·ε (GLOW, WGAN-GP), or
+        classifier-free guidance w = 1/λ − 1 (DDPM).
+      data: ``"rosenbrock"`` (GLOW) or ``"digits"`` / ``"mnist"`` (DDPM, WGAN-GP).
+      data_dir: MNIST directory (default ``$MADJAX_DATA``; unused otherwise).
       n_ini, n_real, n_syn: sizes (None: the preset's n; module docstring).
-      memory: K ≥ 1, models synthetic points are drawn from.
+      memory: K ≥ 1, models synthetic samples are drawn from.
       accumulate: keep every previous synthetic set (not with memory > 1).
       save_every: write sample files every this many generations (and at 1, T).
       seed: integer seed ≥ 0.
@@ -132,31 +359,36 @@ def train(
     Returns:
       The metric rows, one per generation.
     """
-    check_choice("model", model, MODELS)
-    if model not in AVAILABLE_MODELS:
-        raise ParameterError("model", f"{model} is not available in this version of madjax")
+    check_choice("model", model, tuple(MODELS))
     check_choice("preset", preset, PRESETS)
     check_choice("loop", loop, LOOPS)
     check_choice("data", data, DATA_NAMES)
-    if data != "rosenbrock":
-        raise ParameterError("data", f"glow models 2-D points: use rosenbrock, got {data!r}")
-    source = get_source(data, data_dir)
+    entry = MODELS[model]
+    if data not in entry.data:
+        raise ParameterError("data", f"{model} models {' or '.join(entry.data)}, got {data!r}")
+    spec = model_presets(model)[preset]
+    source = get_source(data, data_dir)  # reads and checks MNIST files before any work
     lam = check_lam(lam)
     generations = check_int("generations", generations, minimum=1)
     save_every = check_int("save_every", save_every, minimum=1)
     seed = check_int("seed", seed, minimum=0)
-    spec = GLOW_PRESETS[preset]
     loop_spec = loop_sizes(loop, spec.n, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory,
                            accumulate=accumulate)
+    check_real_sizes(loop_spec, data, data_dir, preset=preset)
+    config = entry.adapt(spec.config, source)
     record = {
         "model": model, "preset": preset, "data": data, "lam": lam, "seed": seed,
-        "loop": dataclasses.asdict(loop_spec), "glow": dataclasses.asdict(spec.glow),
-        "evaluation": dataclasses.asdict(spec.evaluation), "n_eval": spec.n,
-        "generations": generations, "save_every": save_every,
+        "loop": dataclasses.asdict(loop_spec), model: dataclasses.asdict(config),
+        "evaluation": dataclasses.asdict(spec.evaluation) if spec.evaluation is not None else None,
+        "n_eval": spec.n_eval, "generations": generations, "save_every": save_every,
     }
+    if spec.evaluation is None:
+        del record["evaluation"]
     check_resumable(out, record)
+    evaluation = entry.evaluation(spec, config, source, data_dir, progress)
     return run_loop(
-        glow(spec.glow, progress=progress), source, loop_spec, lam=lam, generations=generations, seed=seed,
-        out=out, evaluate=glow_evaluate(spec.glow, spec.evaluation), n_eval=spec.n, n_ref=spec.n,
-        save_every=save_every, record=record, progress=progress,
+        entry.build(config, progress), source, loop_spec, lam=lam, generations=generations, seed=seed,
+        out=out, evaluate=evaluation.evaluate, n_eval=evaluation.n_eval, n_ref=evaluation.n_ref,
+        reference=evaluation.reference, save_every=save_every, record=record, progress=progress,
+        label=f"{model} λ={lam:g}",
     )

@@ -1,0 +1,232 @@
+"""Figures 4, 8, 9 (right), 14, 28 and 29: a conditional DDPM in self-consuming loops.
+
+The paper (App. A; §3–5, App. C.3, H.1) trains a conditional MNIST DDPM with
+T = 500 diffusion steps and classifier-free guidance (10 % label dropout),
+sampling bias λ = 1/(1 + w), and scores each generation's synthetic images
+by FID, precision and recall on LeNet features:
+
+* **Fig. 4 / Fig. 14** -- fully synthetic loop, n_r¹ = n_s^t = 60k, λ = 1 and
+  λ < 1 (Fig. 14: more generations and more λ). Claim: λ = 1 -- FID up,
+  precision and recall down; λ < 1 -- precision held (or raised) at the cost
+  of a fast loss of recall, FID still up.
+* **Fig. 8** -- synthetic augmentation loop: the 60k real images at every
+  generation plus 60k samples of G^{t−1}, several λ. Claim: the same trends,
+  less pronounced.
+* **Fig. 28** -- the same with accumulation: every previous generation's
+  samples, n_s^t = (t − 1)·60k. **Fig. 29** -- FID of Fig. 8's runs against
+  Fig. 28's: accumulation slows the degradation.
+* **Fig. 9 (right)** -- fresh data loop, n_r = n_s = 2000 per generation, for
+  several n_ini: the FID converges to the same level whatever n_ini.
+
+Figures that draw the same loops share their runs (``DIR/<family>/<tag>/``,
+:mod:`madjax.figures.image_loops`): 4 and 14 share
+``DIR/ddpm-fully-synthetic/lam_<λ>/``, 29 draws 8's
+``DIR/ddpm-synthetic-augmentation/lam_<λ>/`` and 28's
+``DIR/ddpm-synthetic-augmentation-accumulate/lam_<λ>/``, and 9-ddpm lives in
+``DIR/ddpm-fresh/n_ini_<n>/``. Each figure writes ``DIR/<fig>.csv`` (columns
+``loop, accumulate, lam, n_ini, generation, fid, precision, recall,
+n_nonfinite``) and draws ``DIR/<fig>.png`` / ``.pdf`` from the saved runs only.
+
+**Grids** (:data:`GRIDS`, one entry per figure; the paper does not list its
+λ values beyond λ = 1, 0.8 and the "λ = 0.7 and 0.5" of §3, nor Fig. 9's
+n_ini). λ runs from 1 down to 0.5 -- w = 0, 0.43, 1 for λ = 1, 0.7, 0.5 --
+covering unbiased sampling, moderate and strong guidance. Fig. 4 shows the
+two ends (λ = 1 and the smallest λ), Fig. 14 all of them and, in the paper
+preset, more generations; Fig. 4's runs are a subset of Fig. 14's, so
+reproducing both trains each run once.
+
+**Presets** (sizes in :data:`SIZES`; the network and schedule are
+``DDPM_CONFIGS[preset]`` of :mod:`madjax.deep.ddpm`):
+
+* ``paper`` -- MNIST (``$MADJAX_DATA``), n = 60k per generation as in the
+  paper, 10k evaluation samples against the 10k test images; Fig. 9-ddpm
+  with n_r = n_s = 2000. GPU-scale: checked here with ``--dry-run``.
+* ``quick`` -- the bundled 8×8 digits (1 501 training images), same T = 500
+  chain, a small U-Net; sizes chosen so each figure (4 + 14 together, 8 + 28
+  + 29 together) runs on a 2-core CPU within about 20 minutes and shows the
+  paper's trends (README: measured times and values).
+* ``smoke`` -- tiny network, 50-step chain, 2 generations: every code path
+  in seconds (tests).
+
+On digits the fresh loop draws its n_r images per generation from the
+1 501-image training split without replacement *within* a draw; draws of
+different generations overlap (:mod:`madjax.deep.loop`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from madjax.deep.loop import DeepLoop
+from madjax.figures import PRESETS, Figure
+from madjax.figures import image_loops as IL
+from madjax.validation import ParameterError, check_choice
+
+FULLY = "ddpm-fully-synthetic"
+AUGMENT = "ddpm-synthetic-augmentation"
+ACCUMULATE = "ddpm-synthetic-augmentation-accumulate"
+FRESH = "ddpm-fresh"
+
+# Sizes per preset: data set, n (= n_ini = n_syn, and n_real where the loop
+# has a real part), n_eval (None: the whole test split), and the fresh loop's
+# n_r = n_s.
+SIZES = {
+    "paper": dict(data="mnist", n=60_000, n_eval=10_000, fresh=2000),
+    "quick": dict(data="digits", n=1000, n_eval=None, fresh=250),
+    "smoke": dict(data="digits", n=96, n_eval=48, fresh=48),
+}
+
+# The grid of each figure: λ values (or n_ini values) and generations T.
+GRIDS = {
+    "fig4": {
+        "paper": dict(lams=(1.0, 0.5), generations=10),
+        "quick": dict(lams=(1.0, 0.5), generations=6),
+        "smoke": dict(lams=(1.0, 0.5), generations=2),
+    },
+    "fig14": {
+        "paper": dict(lams=(1.0, 0.9, 0.8, 0.7, 0.5), generations=20),
+        "quick": dict(lams=(1.0, 0.7, 0.5), generations=6),
+        "smoke": dict(lams=(1.0, 0.5), generations=2),
+    },
+    "fig8": {
+        "paper": dict(lams=(1.0, 0.7, 0.5), generations=10),
+        "quick": dict(lams=(1.0, 0.5), generations=5),
+        "smoke": dict(lams=(1.0, 0.5), generations=2),
+    },
+    "fig28": {
+        "paper": dict(lams=(1.0, 0.7, 0.5), generations=10),
+        "quick": dict(lams=(1.0, 0.5), generations=5),
+        "smoke": dict(lams=(1.0, 0.5), generations=2),
+    },
+    "fig9-ddpm": {
+        # n_ini from far below n_r + n_s to the whole training split.
+        "paper": dict(n_inis=(500, 4000, 60_000), lam=1.0, generations=10),
+        "quick": dict(n_inis=(60, 500, 1500), lam=1.0, generations=6),
+        "smoke": dict(n_inis=(24, 96), lam=1.0, generations=2),
+    },
+}
+GRIDS["fig29"] = GRIDS["fig28"]  # Fig. 29 compares the runs of Figs 8 and 28
+
+
+def _tag_lam(lam: float) -> str:
+    return f"lam_{lam:g}"
+
+
+def _model_config(preset: str, data: str):
+    from madjax.deep.ddpm import DDPM_CONFIGS
+
+    return dataclasses.replace(DDPM_CONFIGS[preset], image_shape=IL.DATA_SHAPES[data], num_classes=10)
+
+
+def _runs(fig: str, preset: str) -> tuple:
+    sizes, grid = SIZES[preset], GRIDS[fig][preset]
+    n = sizes["n"]
+    if fig in ("fig4", "fig14"):
+        loop = DeepLoop("fully-synthetic", n_ini=n, n_real=0, n_syn=n)
+        return tuple(IL.LoopRun(FULLY, _tag_lam(lam), lam, loop) for lam in grid["lams"])
+    if fig == "fig9-ddpm":
+        m = sizes["fresh"]
+        return tuple(IL.LoopRun(FRESH, f"n_ini_{n_ini}", grid["lam"], DeepLoop("fresh", n_ini, m, m))
+                     for n_ini in grid["n_inis"])
+    last = DeepLoop("synthetic-augmentation", n_ini=n, n_real=n, n_syn=n)
+    pooled = dataclasses.replace(last, accumulate=True)
+    runs = []
+    if fig in ("fig8", "fig29"):
+        runs += [IL.LoopRun(AUGMENT, _tag_lam(lam), lam, last) for lam in GRIDS["fig8"][preset]["lams"]]
+    if fig in ("fig28", "fig29"):
+        runs += [IL.LoopRun(ACCUMULATE, _tag_lam(lam), lam, pooled) for lam in grid["lams"]]
+    return tuple(runs)
+
+
+def get_config(fig: str, preset: str) -> IL.ImageLoopConfig:
+    """The configuration of ``fig`` at ``preset`` (grids in :data:`GRIDS`, sizes in :data:`SIZES`)."""
+    check_choice("preset", preset, PRESETS)
+    check_choice("figure", fig, tuple(GRIDS))
+    sizes = SIZES[preset]
+    return IL.ImageLoopConfig(figure=fig, preset=preset, model="ddpm",
+                              model_config=_model_config(preset, sizes["data"]), data=sizes["data"],
+                              generations=GRIDS[fig][preset]["generations"], runs=_runs(fig, preset),
+                              n_eval=sizes["n_eval"])
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _lam_label(run) -> str:
+    return f"λ = {run['lam']:g}"
+
+
+def _need(runs: list, fig: str, out_dir: str) -> list:
+    if not runs:
+        raise ParameterError("from", f"no {fig} data under {out_dir!r}")
+    return sorted(runs, key=lambda r: (-r["lam"], r["loop"]["n_ini"]))
+
+
+def _title(fig: str, what: str, runs: list) -> str:
+    return f"{fig} -- conditional DDPM, {what} ({runs[0]['data']})"
+
+
+def _plot_lams(fig: str, family: str, what: str, *, ends_only: bool = False):
+    def plot(out_dir: str) -> list[str]:
+        runs = _need(IL.saved_runs(out_dir, family), fig, out_dir)
+        if ends_only:  # λ = 1 and the strongest bias, as in the paper's Fig. 4
+            keep = {max(r["lam"] for r in runs), min(r["lam"] for r in runs)}
+            runs = [r for r in runs if r["lam"] in keep]
+        return IL.metrics_and_samples_figure(out_dir, fig, _title(fig, what, runs), runs, label=_lam_label,
+                                             baseline_metrics=IL.baseline(out_dir, family))
+
+    return plot
+
+
+def _plot_fig29(out_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = _need(IL.saved_runs(out_dir, AUGMENT), "fig29", out_dir)
+    pooled = _need(IL.saved_runs(out_dir, ACCUMULATE), "fig29", out_dir)
+    lams = sorted({r["lam"] for r in last + pooled}, reverse=True)
+    color = {lam: f"C{i}" for i, lam in enumerate(lams)}
+    series = [(f"λ = {r['lam']:g}, last generation", r["rows"], "-o", color[r["lam"]]) for r in last]
+    series += [(f"λ = {r['lam']:g}, all generations", r["rows"], "--s", color[r["lam"]]) for r in pooled]
+    fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.2))
+    IL.plot_curves(axes, series, baseline_metrics=IL.baseline(out_dir, AUGMENT))
+    fig.suptitle(_title("fig29", "synthetic augmentation: samples of the last generation vs of all "
+                                 "previous generations", last), fontsize=9)
+    fig.tight_layout()
+    return IL.save(fig, out_dir, "fig29")
+
+
+def _plot_fig9(out_dir: str) -> list[str]:
+    runs = _need(IL.saved_runs(out_dir, FRESH), "fig9-ddpm", out_dir)
+    loop = runs[0]["loop"]
+    what = f"fresh data loop, n_r = {loop['n_real']}, n_s = {loop['n_syn']}, λ = {runs[0]['lam']:g}"
+
+    def last_only(run):
+        return [run["rows"][-1]["generation"]]
+
+    return IL.metrics_and_samples_figure(out_dir, "fig9-ddpm", _title("fig9-ddpm", what, runs), runs,
+                                         label=lambda r: f"n_ini = {r['loop']['n_ini']}",
+                                         baseline_metrics=IL.baseline(out_dir, FRESH),
+                                         sample_generations=last_only)
+
+
+_PLOTS = {
+    "fig4": _plot_lams("fig4", FULLY, "fully synthetic loop", ends_only=True),
+    "fig14": _plot_lams("fig14", FULLY, "fully synthetic loop, several λ"),
+    "fig8": _plot_lams("fig8", AUGMENT, "synthetic augmentation loop (samples of the last generation)"),
+    "fig28": _plot_lams("fig28", ACCUMULATE, "synthetic augmentation loop with accumulation"),
+    "fig29": _plot_fig29,
+    "fig9-ddpm": _plot_fig9,
+}
+
+
+def _figure(fig: str) -> Figure:
+    def run(config, out_dir: str, *, seed: int = 0, progress: bool = True) -> None:
+        IL.run_figure(config, out_dir, seed=seed, progress=progress)
+
+    return Figure(fig, lambda preset: get_config(fig, preset), run, IL.dry_run, _PLOTS[fig])
+
+
+FIGURES = {fig: _figure(fig) for fig in ("fig4", "fig14", "fig8", "fig28", "fig29", "fig9-ddpm")}

@@ -1,0 +1,373 @@
+"""Shared machinery of the image-loop figures (DDPM: 4, 8, 9 right, 14, 28, 29; WGAN-GP: 13).
+
+A figure is a set of **runs** -- one chain of one loop at one λ (or one n_ini)
+through :func:`madjax.deep.loop.run_loop` -- grouped in **families** that
+figures share: Figures 4 and 14 draw the same fully synthetic runs, Figure 29
+draws the runs of Figures 8 and 28. A run lives in ``DIR/<family>/<tag>/``
+(``tag`` = ``lam_<λ>`` or ``n_ini_<n>``) with its ``config.json``,
+``metrics.csv``, ``samples/gen_<t>.npz`` (``x``, and ``y`` for the
+conditional DDPM) and ``checkpoints/``, so
+
+* reproducing a second figure of a family reuses the finished runs (the run
+  configuration holds no figure name; a figure asking for more generations
+  than a saved run has continues it);
+* a killed figure resumes generation by generation.
+
+Each family also stores ``real_baseline.json``: the metrics of ``n_eval``
+real *training* images against the same test-split reference -- the floor a
+perfect model would reach (FID > 0 and precision/recall < 1 from finite
+samples alone), drawn as a dotted line in the plots.
+
+Metrics (:func:`madjax.deep.runner.image_evaluation`): FID, precision and
+recall (k = 5) on the penultimate-layer features of a LeNet trained on the
+same data's training split, against its held-out test split (296 digits, or
+the 10 000 MNIST test images).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from madjax.data import IMAGE_NAMES, MNIST_SHAPE, Images, get_source, load_images
+from madjax.deep.loop import DeepLoop, check_resumable, image_grid, read_metrics, run_loop
+from madjax.deep.runner import MODELS, check_real_sizes, image_evaluation
+from madjax.figures import PRESETS
+from madjax.validation import ParameterError, check_choice, check_int, check_lam
+
+# Image size of each data set, known without reading any file (dry runs).
+DATA_SHAPES = {"digits": (8, 8), "mnist": MNIST_SHAPE}
+DIGITS_TRAIN = 1501  # the fixed digits training split (madjax.data)
+METRICS = ("fid", "precision", "recall")
+LABELS = {"fid": "FID (LeNet features)", "precision": "precision (quality)", "recall": "recall (diversity)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopRun:
+    """One chain of one loop: where it lives and what it runs.
+
+    Attributes:
+      family: directory under ``DIR`` shared by the figures that draw it.
+      tag: the run's directory inside the family (``lam_0.5``, ``n_ini_100``).
+      lam: sampling bias λ ∈ (0, 1].
+      loop: loop kind and sizes.
+    """
+
+    family: str
+    tag: str
+    lam: float
+    loop: DeepLoop
+
+    def __post_init__(self):
+        check_lam(self.lam, "lams")
+        if not isinstance(self.loop, DeepLoop):
+            raise ParameterError("loop", f"must be a DeepLoop, got {type(self.loop).__name__}")
+
+    def directory(self, out_dir: str) -> str:
+        return os.path.join(out_dir, self.family, self.tag)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageLoopConfig:
+    """Configuration of an image-loop figure (the grids live in the figure modules).
+
+    Attributes:
+      figure: the figure id.
+      preset: the preset's name (recorded with each run).
+      model: ``"ddpm"`` or ``"wgan"``.
+      model_config: its ``DDPMConfig`` / ``WGANConfig`` (image size of ``data``).
+      data: ``"digits"`` or ``"mnist"`` (MNIST from ``data_dir`` or ``$MADJAX_DATA``).
+      generations: T of every run.
+      runs: the runs, in plotting order.
+      n_eval: model samples scored (and saved) per generation; None: as many
+        as the test split holds.
+      data_dir: MNIST directory (None: ``$MADJAX_DATA``).
+
+    Raises:
+      ParameterError: naming the field; checked in ``__post_init__`` from the
+        configuration alone (no file is read).
+    """
+
+    figure: str
+    preset: str
+    model: str
+    model_config: Any
+    data: str
+    generations: int
+    runs: tuple
+    n_eval: int | None = None
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        check_choice("preset", self.preset, PRESETS)
+        check_choice("model", self.model, ("ddpm", "wgan"))
+        check_choice("data", self.data, IMAGE_NAMES)
+        check_int("generations", self.generations, minimum=1)
+        if self.n_eval is not None:
+            check_int("n_eval", self.n_eval, minimum=6)
+        if not self.runs:
+            raise ParameterError("runs", "must hold at least one run")
+        dirs = [(r.family, r.tag) for r in self.runs]
+        if len(set(dirs)) != len(dirs):
+            raise ParameterError("runs", f"two runs share a directory: {dirs}")
+        shape = tuple(self.model_config.image_shape)
+        if shape != DATA_SHAPES[self.data]:
+            raise ParameterError("image_shape", f"the model makes {shape} images, {self.data} images are "
+                                                f"{DATA_SHAPES[self.data]}")
+        if self.data == "digits":  # the split's size is fixed: check the real draws here already
+            for run in self.runs:
+                for name in ("n_ini", "n_real"):
+                    if getattr(run.loop, name) > DIGITS_TRAIN:
+                        raise ParameterError(name, f"must be <= {DIGITS_TRAIN} (the digits training split), "
+                                                   f"got {getattr(run.loop, name)}")
+
+    def record(self, run: LoopRun, seed: int) -> dict:
+        """The run's JSON configuration: everything that sets its numbers, and no figure name."""
+        return {"family": run.family, "model": self.model, "preset": self.preset, "data": self.data,
+                "lam": run.lam, "seed": seed, "loop": dataclasses.asdict(run.loop),
+                self.model: dataclasses.asdict(self.model_config), "n_eval": self.n_eval,
+                "generations": self.generations}
+
+
+def build_model(config: ImageLoopConfig, progress: bool):
+    """The model of a figure (one compiled set of functions for all its runs)."""
+    return MODELS[config.model].build(config.model_config, progress)
+
+
+def run_figure(config: ImageLoopConfig, out_dir: str, *, seed: int = 0, progress: bool = True) -> None:
+    """Run (or resume) every run of ``config`` and write ``DIR/<figure>.csv``.
+
+    Validation first (run directories, data files, real sizes), then the
+    LeNet (trained once and cached), then the runs one after the other.
+    """
+    seed = check_int("seed", seed, minimum=0)
+    for run in config.runs:
+        check_resumable(run.directory(out_dir), config.record(run, seed))
+    source = get_source(config.data, config.data_dir)
+    for run in config.runs:
+        check_real_sizes(run.loop, config.data, config.data_dir)
+    evaluation = image_evaluation(config.data, config.data_dir, n_eval=config.n_eval, progress=progress)
+    model = build_model(config, progress)
+    for family in dict.fromkeys(r.family for r in config.runs):
+        _write_baseline(os.path.join(out_dir, family), source, evaluation, seed)
+    for run in config.runs:
+        start = time.perf_counter()
+        run_loop(model, source, run.loop, lam=run.lam, generations=config.generations, seed=seed,
+                 out=run.directory(out_dir), evaluate=evaluation.evaluate, n_eval=evaluation.n_eval,
+                 reference=evaluation.reference, record=config.record(run, seed), progress=progress,
+                 label=f"{config.figure} {run.tag}")
+        _add_timing(os.path.join(out_dir, run.family), run.tag, time.perf_counter() - start)
+    write_combined(out_dir, config.figure, config.runs)
+
+
+def _write_baseline(family_dir: str, source, evaluation, seed: int) -> None:
+    """Metrics of n_eval real training images vs the reference (the floor of the curves)."""
+    path = os.path.join(family_dir, "real_baseline.json")
+    if os.path.exists(path):
+        return
+    os.makedirs(family_dir, exist_ok=True)
+    real = source.sample(jax.random.fold_in(jax.random.PRNGKey(seed), 7919), evaluation.n_eval)
+    metrics = evaluation.evaluate(None, None, real, evaluation.reference)
+    with open(path, "w") as f:
+        json.dump({k: float(v) for k, v in metrics.items()} | {"n": int(evaluation.n_eval)}, f, indent=2)
+
+
+def _add_timing(family_dir: str, tag: str, seconds: float) -> None:
+    path = os.path.join(family_dir, "timings.json")
+    timings = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            timings = json.load(f)
+    timings[tag] = round(seconds, 1)
+    with open(path, "w") as f:
+        json.dump(timings, f, indent=2)
+
+
+# ----------------------------------------------------------------------------- saved data
+
+
+class SavedRun(dict):
+    """A saved run: its ``config.json`` fields plus ``path`` and ``rows`` (the metrics)."""
+
+
+def saved_runs(out_dir: str, family: str) -> list[SavedRun]:
+    """Every run saved under ``DIR/<family>/`` with at least one finished generation."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(out_dir, family, "*", "config.json"))):
+        run_dir = os.path.dirname(path)
+        if not os.path.exists(os.path.join(run_dir, "metrics.csv")):
+            continue
+        with open(path) as f:
+            saved = SavedRun(json.load(f))
+        saved["path"], saved["tag"] = run_dir, os.path.basename(run_dir)
+        saved["rows"] = read_metrics(run_dir)
+        if saved["rows"]:
+            runs.append(saved)
+    return runs
+
+
+def baseline(out_dir: str, family: str) -> dict | None:
+    path = os.path.join(out_dir, family, "real_baseline.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def saved_samples(run_dir: str) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+    """``{t: (x, y or None)}`` of a run's sample files."""
+    out = {}
+    for file in glob.glob(os.path.join(run_dir, "samples", "gen_*.npz")):
+        stem = os.path.basename(file)[len("gen_"):-len(".npz")]
+        if stem.isdigit():
+            with np.load(file) as z:
+                out[int(stem)] = (z["x"], z["y"] if "y" in z else None)
+    return out
+
+
+def write_combined(out_dir: str, figure: str, runs) -> str:
+    """``DIR/<figure>.csv``: ``loop, accumulate, lam, n_ini, generation`` then the metrics, every run."""
+    rows = []
+    for run in runs:
+        for row in read_metrics(run.directory(out_dir)):
+            rows.append({"loop": run.loop.kind, "accumulate": int(run.loop.accumulate), "lam": run.lam,
+                         "n_ini": run.loop.n_ini, **row})
+    path = os.path.join(out_dir, f"{figure}.csv")
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+# ----------------------------------------------------------------------------- dry run
+
+
+def dry_run(config: ImageLoopConfig) -> str:
+    """Validate, report shapes and a memory estimate, and compile (and run) one training step.
+
+    Needs no data file: shapes come from the configuration. Where the data
+    is MNIST and its files are missing, the report says so (one clause of
+    the same line): a real run needs them.
+    """
+    cfg = config.model_config
+    entry = MODELS[config.model]
+    h, w = cfg.image_shape
+    abstract = jax.eval_shape(entry.build(cfg, False).init, jax.random.PRNGKey(0))
+    n_floats = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract))
+    # One optimiser step: a training set of exactly one step's images, one epoch.
+    per_step = cfg.batch_size * (getattr(cfg, "n_critic", 1))
+    one_step = entry.build(dataclasses.replace(cfg, epochs=1), False)
+    batch = Images(jnp.zeros((per_step, h, w), jnp.float32),
+                   jnp.arange(per_step, dtype=jnp.int32) % max(getattr(cfg, "num_classes", 1), 1))
+    start = time.perf_counter()
+    params = one_step.init(jax.random.PRNGKey(0))
+    jax.block_until_ready(one_step.fit(jax.random.PRNGKey(1), params, batch))
+    step_s = time.perf_counter() - start
+    # The sampler's output structure, traced only.
+    sample_shape = jax.eval_shape(lambda k, p: one_step.sample(k, p, 4, 0.5), jax.random.PRNGKey(2), params)
+    largest = max(r.loop.training_size(config.generations) for r in config.runs)
+    data_mb = largest * h * w * 8 / 2**20  # pixels + labels of the largest training set (pool included)
+    state_mb = n_floats * 4 / 2**20
+    n_gen = len(config.runs) * config.generations
+    data_note = _data_note(config)
+    kinds = sorted({(r.loop.kind + (" + accumulate" if r.loop.accumulate else "")) for r in config.runs})
+    return (f"{config.model} on {config.data} {h}x{w}, {', '.join(kinds)}, runs {[r.tag for r in config.runs]}, "
+            f"T = {config.generations} ({n_gen} generations), largest training set {largest} images "
+            f"(≈ {data_mb:.0f} MiB), model + optimiser state {n_floats} floats (≈ {state_mb:.0f} MiB), "
+            f"samples {sample_shape.x.shape[1:]}; one training step of {per_step} images "
+            f"compiled and run in {step_s:.1f} s; {data_note}")
+
+
+def _data_note(config: ImageLoopConfig) -> str:
+    if config.data == "digits":
+        return "data: digits (bundled with scikit-learn)"
+    try:
+        load_images("mnist", config.data_dir)
+    except ParameterError as err:
+        return f"data: MNIST files not found ({err.message}) -- a real run needs them"
+    return "data: MNIST files found"
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def plot_curves(axes, series, *, baseline_metrics=None, metrics=METRICS) -> None:
+    """FID / precision / recall vs generation, one line per ``(label, rows, style, color)``."""
+    for ax, name in zip(axes, metrics):
+        for label, rows, style, color in series:
+            gens = [r["generation"] for r in rows]
+            ax.plot(gens, [r.get(name, math.nan) for r in rows], style, color=color, lw=1.4, ms=3, label=label)
+        if baseline_metrics and name in baseline_metrics:
+            ax.axhline(baseline_metrics[name], color="0.4", lw=0.8, ls=":", label="real (train vs test)")
+        ax.set_title(LABELS.get(name, name), fontsize=9)
+        ax.set_xlabel("generation t", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if name in ("precision", "recall"):
+            ax.set_ylim(-0.02, 1.02)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0].legend(fontsize=6)
+
+
+def draw_grid(ax, x: np.ndarray, y: np.ndarray | None, title: str, per_row: int = 8) -> None:
+    mosaic, labels = image_grid(x, y, per_row=per_row)
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set(xticks=[], yticks=[])
+    ax.set_title(title, fontsize=7)
+
+
+def save(fig, out_dir: str, name: str) -> list[str]:
+    paths = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return paths
+
+
+def metrics_and_samples_figure(out_dir: str, name: str, title: str, runs: list, *, label, baseline_metrics=None,
+                               sample_generations=None) -> list[str]:
+    """The standard layout: FID / precision / recall curves above a row of sample grids per run.
+
+    Args:
+      runs: saved runs (:func:`saved_runs`), one curve each.
+      label: ``run -> str`` legend label.
+      baseline_metrics: the real-data floor (dotted).
+      sample_generations: ``run -> [t, ...]`` generations whose samples are
+        shown (default: the first and the last saved).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = {r["path"]: saved_samples(r["path"]) for r in runs}
+    cells = []  # (run, t) of every sample grid, six to a row
+    for r in runs:
+        saved = sorted(samples[r["path"]])
+        wanted = sample_generations(r) if sample_generations else ([saved[0], saved[-1]] if saved else [])
+        cells += [(r, t) for t in dict.fromkeys(wanted) if t in samples[r["path"]]]
+    grid_rows = math.ceil(len(cells) / 6)
+    fig = plt.figure(figsize=(10.0, 3.0 + 1.9 * grid_rows))
+    spec = fig.add_gridspec(1 + grid_rows, 6, height_ratios=[2.6] + [2.0] * grid_rows, hspace=0.45, wspace=0.35)
+    axes = [fig.add_subplot(spec[0, 2 * i:2 * i + 2]) for i in range(3)]
+    series = [(label(r), r["rows"], "-o", f"C{i}") for i, r in enumerate(runs)]
+    plot_curves(axes, series, baseline_metrics=baseline_metrics)
+    for i, (r, t) in enumerate(cells):
+        ax = fig.add_subplot(spec[1 + i // 6, i % 6])
+        x, y = samples[r["path"]][t]
+        draw_grid(ax, x, y, f"{label(r)}, t = {t}")
+    fig.suptitle(title, fontsize=10)
+    return save(fig, out_dir, name)
