@@ -545,9 +545,16 @@ def _training_only(config: WGANConfig) -> WGANConfig:
     return dataclasses.replace(config, epochs=1, warm_start=True, sample_batch=1)
 
 
-@functools.lru_cache(maxsize=16)  # configs differing only in epochs / warm_start / sample_batch share it
+# Configs differing only in epochs / warm_start / sample_batch share these compiled functions.
+@functools.lru_cache(maxsize=16)
 def _compiled_epoch(config: WGANConfig):
     return jax.jit(functools.partial(train_epoch, config))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_init(config: WGANConfig):
+    # Compiled, building the modules is one call instead of dozens of eagerly dispatched ops.
+    return jax.jit(functools.partial(_init, config))
 
 
 @functools.lru_cache(maxsize=16)  # one set of compiled functions per (config, progress), shared by runs
@@ -571,7 +578,7 @@ def wgan(config: WGANConfig = WGANConfig(), *, progress: bool = False) -> Genera
         drawn as ``jax.random.normal(key, (n, latent_dim))``, clipped to
         [0, 1], y = −1 (unconditional); compiled once per n, λ traced.
     """
-    init = jax.jit(functools.partial(_init, config))
+    init = _compiled_init(_training_only(config))
     epoch_fn = _compiled_epoch(_training_only(config))
 
     def fit(key: Array, params: WGANParams, data) -> WGANParams:
