@@ -37,16 +37,19 @@ gradient of Σ_i D(x̂_i) with respect to the batch x̂.
 Architectures (small DCGAN-style, NHWC inside, images ``(n, H, W)`` outside),
 for ``widths = (c_0, …, c_k)`` and base resolution (H/2^k, W/2^k):
 
-* generator: Linear z → (H/2^k, W/2^k, c_0), ReLU; for j = 1…k a stride-2
-  4×4 transposed convolution to c_j channels (doubling the resolution), ReLU;
-  a 3×3 convolution to one channel and a sigmoid, so images lie in [0, 1]
-  like the data. No batch norm (as in the WGAN-GP MNIST generator).
+* generator: Linear z → (H/2^k, W/2^k, c_0), ReLU; for j = 1…k a
+  nearest-neighbour ×2 upsampling and a 3×3 convolution to c_j channels,
+  ReLU (the "resize-convolution" of Odena et al., 2016, which avoids the
+  checkerboard artefacts of transposed convolutions); a 3×3 convolution to
+  one channel and a sigmoid, so images lie in [0, 1] like the data. No batch
+  norm (as in the WGAN-GP MNIST generator).
 * critic: for j = k…1 a stride-2 4×4 convolution to c_j channels
   (halving the resolution), LeakyReLU(0.2); a 3×3 convolution to c_0
   channels at the base resolution, LeakyReLU(0.2); Linear → 1.
 
 ``widths = (256, 128, 64)`` on 28×28 MNIST (base 7×7) is the size of the
-WGAN-GP MNIST networks (DIM = 64); ``(64, 32)`` on the 8×8 digits (base 4×4).
+WGAN-GP MNIST networks (DIM = 64); ``(32, 16)`` on the 8×8 digits (base 4×4).
+Convolutions are 'SAME'-padded (:func:`conv2d`).
 
 Sampling bias (DESIGN §1): x = G(√λ·ε), ε ~ N(0, I_m), i.e. latents with
 variance λ; λ = 1 is the unbiased sampler. The paper's MNIST WGAN is
@@ -182,17 +185,20 @@ class WGANConfig:
 #   batch 50, Adam 10⁻⁴ / 0.5 / 0.9, n_critic 5, λ_gp 10); 50 epochs of the
 #   60k training images are 50·⌊60000/250⌋ = 12,000 generator steps per
 #   generation, trained from scratch as in the paper (GPU).
-# * quick: the 8×8 digits; ~1–2k images, a few hundred generator steps per
-#   generation (β₁ = 0.5, a larger step size that small networks tolerate),
-#   warm-started so each generation's fit takes well under two minutes on a
-#   2-core CPU and draws recognisable digits.
+# * quick: the 8×8 digits (1,501 training images), widths (32, 16) and a step
+#   size of 10⁻³ that networks this small tolerate: 100 epochs are 900
+#   generator steps on the full split (600 on 1,000 images). Measured on a
+#   2-core CPU shared with other jobs (load average ~7): the first fit 48 s
+#   (10 s of it compiling), warm-started fits 25–35 s; G¹ scores LeNet FID
+#   ≈ 4, precision ≈ 0.84, recall ≈ 0.97 against the test split (real train
+#   vs test: 0.9 / 0.98 / 0.94) and draws recognisable digits.
 # * smoke: the 8×8 digits with tiny networks and two epochs: every code path,
-#   seconds per fit.
+#   ~7 s for the first fit (nearly all compilation), 0.2 s after.
 WGAN_CONFIGS = {
     "paper": WGANConfig(image_shape=(28, 28), latent_dim=128, widths=(256, 128, 64), epochs=50, batch_size=50,
                         warm_start=False),
-    "quick": WGANConfig(image_shape=(8, 8), latent_dim=32, widths=(64, 32), epochs=200, batch_size=32,
-                        generator_lr=5e-4, critic_lr=5e-4),
+    "quick": WGANConfig(image_shape=(8, 8), latent_dim=32, widths=(32, 16), epochs=100, batch_size=32,
+                        generator_lr=1e-3, critic_lr=1e-3),
     "smoke": WGANConfig(image_shape=(8, 8), latent_dim=8, widths=(8, 4), epochs=2, batch_size=16),
 }
 
