@@ -113,29 +113,27 @@ def test_critic_and_generator_loss_sign_conventions():
     np.testing.assert_allclose(generator_loss(linear, x_fake), -jnp.mean(linear(x_fake)), rtol=RTOL)
 
 
-def test_im2col_convolution_matches_lax():
-    key = jax.random.PRNGKey(7)
-    for shape, size, stride in [((3, 8, 8, 2), 3, 1), ((2, 7, 6, 3), 4, 2)]:  # odd and even sizes
-        kx, kw, key = jax.random.split(key, 3)
-        x = jax.random.normal(kx, shape)
-        w = jax.random.normal(kw, (size, size, shape[-1], 5))
+@pytest.mark.parametrize("shape, size, stride", [((3, 8, 8, 2), 3, 1), ((2, 7, 6, 3), 4, 2)])  # even, odd sizes
+def test_im2col_convolution_matches_lax(shape, size, stride):
+    kx, kw = jax.random.split(jax.random.PRNGKey(7))
+    x = jax.random.normal(kx, shape)
+    w = jax.random.normal(kw, (size, size, shape[-1], 5))
 
-        def ref(x, w):
-            return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME",
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    def ref(x, w):
+        return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-        @jax.jit
-        def both(x, w):
-            # Values and gradients (the penalty differentiates through the convolutions twice).
-            outs = []
-            for conv in (lambda x, w: conv2d_im2col(x, w, stride), ref):
-                value, grads = jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), argnums=(0, 1))(x, w)
-                outs.append((conv(x, w), *grads))
-            return outs
+    def mine(x, w):
+        return conv2d_im2col(x, w, stride)
 
-        mine, theirs = both(x, w)
-        for a, b in zip(mine, theirs):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    @jax.jit
+    def value_and_grads(x, w):
+        # Values and gradients (the penalty differentiates through the convolutions twice).
+        return [(conv(x, w), *jax.grad(lambda x, w, c=conv: jnp.sum(jnp.sin(c(x, w))), argnums=(0, 1))(x, w))
+                for conv in (mine, ref)]
+
+    got, expected = value_and_grads(x, w)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_critic_scores_each_image_independently(model):
@@ -325,7 +323,7 @@ def test_checkpoint_round_trip(tmp_path, fitted):
     ("sample_batch", 0),
 ])
 def test_config_validation_names_the_field(field, value):
-    base = dict(image_shape=(8, 8), widths=(8, 4, 2))
+    base = {"image_shape": (8, 8), "widths": (8, 4, 2)}
     base[field] = value
     with pytest.raises(ParameterError) as err:
         WGANConfig(**base)

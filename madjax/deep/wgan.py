@@ -80,7 +80,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from itertools import pairwise
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -343,7 +345,7 @@ class Generator(nnx.Module):
         self.base = (h, w, config.widths[0])
         self.dense = nnx.Linear(config.latent_dim, h * w * config.widths[0], rngs=rngs)
         self.ups = nnx.List([
-            Conv(c_in, c_out, 3, rngs=rngs) for c_in, c_out in zip(config.widths[:-1], config.widths[1:])
+            Conv(c_in, c_out, 3, rngs=rngs) for c_in, c_out in pairwise(config.widths)
         ])
         self.out = Conv(config.widths[-1], 1, 3, rngs=rngs)
 
@@ -362,7 +364,7 @@ class Critic(nnx.Module):
         # Channels from the finest resolution to the coarsest: 1 -> c_k -> … -> c_1 (downs) -> c_0 (mid).
         chain = (1,) + tuple(reversed(config.widths))
         self.downs = nnx.List([
-            Conv(c_in, c_out, 4, stride=2, rngs=rngs) for c_in, c_out in zip(chain[:-2], chain[1:-1])
+            Conv(c_in, c_out, 4, stride=2, rngs=rngs) for c_in, c_out in pairwise(chain[:-1])
         ])
         self.mid = Conv(chain[-2], chain[-1], 3, rngs=rngs)
         widths = config.widths
@@ -414,7 +416,7 @@ def _optimizers(config: WGANConfig) -> tuple[optax.GradientTransformation, optax
     return adam(config.generator_lr), adam(config.critic_lr)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _graphdefs(config: WGANConfig):
     """The (static, hashable) graphs of the generator and critic of this architecture."""
     gen, _ = nnx.split(nnx.eval_shape(lambda: Generator(config, rngs=nnx.Rngs(0))))
