@@ -29,6 +29,7 @@ import os
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -122,6 +123,7 @@ class Checkpointer:
         state = self._manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         ).state
+        state = jax.tree.map(_uncommitted, state)
         return Restored(
             generation=int(meta["generation"]),
             params=state["params"],
@@ -132,6 +134,16 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _uncommitted(leaf: Any) -> Any:
+    """A restored array as a fresh, uncommitted device array.
+
+    orbax hands back arrays committed to a device sharding; jit keys its cache
+    on that, so a resumed run would recompile every model function (tens of
+    seconds for a U-Net) although nothing changed. Values are unchanged.
+    """
+    return jnp.asarray(np.asarray(leaf)) if isinstance(leaf, jax.Array) else leaf
 
 
 def pool_rows(pool: Any) -> int:

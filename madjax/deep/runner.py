@@ -40,7 +40,7 @@ preset   n (default sizes)           evaluation samples per generation
 =======  ==========================  =========================================
 paper    60 000 (all of MNIST train)  10 000 (= the MNIST test split)
 quick    1 000 (of the 1 501 digits)  the whole test split (296 digits)
-smoke    128                          64
+smoke    96                           48
 =======  ==========================  =========================================
 
 The paper preset needs ``--data mnist`` (60 000 training images; digits has
@@ -57,6 +57,7 @@ compare sets of equal size.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping, NamedTuple
 
 from madjax.base import GenerativeModel
@@ -173,7 +174,7 @@ def _glow_evaluation(preset: Preset, config, source, data_dir, progress) -> Eval
 # ----------------------------------------------------------------------------- images
 
 # Default sizes and evaluation samples of the image presets (module docstring).
-IMAGE_SIZES = {"paper": (60_000, 10_000), "quick": (1000, None), "smoke": (128, 64)}
+IMAGE_SIZES = {"paper": (60_000, 10_000), "quick": (1000, None), "smoke": (96, 48)}
 
 
 def image_reference(data: str, data_dir=None) -> Images:
@@ -227,6 +228,7 @@ def _wgan_presets() -> dict[str, Preset]:
     return {p: Preset(WGAN_CONFIGS[p], *IMAGE_SIZES[p]) for p in PRESETS}
 
 
+@functools.lru_cache(maxsize=8)  # one set of compiled functions per (config, progress), shared by runs
 def _ddpm_build(config, progress: bool) -> GenerativeModel:
     from madjax.deep.ddpm import ddpm
 

@@ -81,28 +81,29 @@ GRIDS = {
     "fig4": {
         "paper": dict(lams=(1.0, 0.5), generations=10),
         "quick": dict(lams=(1.0, 0.5), generations=6),
-        "smoke": dict(lams=(1.0, 0.5), generations=2),
+        "smoke": dict(lams=(1.0,), generations=2),
     },
     "fig14": {
         "paper": dict(lams=(1.0, 0.9, 0.8, 0.7, 0.5), generations=20),
         "quick": dict(lams=(1.0, 0.7, 0.5), generations=6),
-        "smoke": dict(lams=(1.0, 0.5), generations=2),
+        "smoke": dict(lams=(1.0,), generations=2),
     },
     "fig8": {
         "paper": dict(lams=(1.0, 0.7, 0.5), generations=10),
         "quick": dict(lams=(1.0, 0.5), generations=5),
-        "smoke": dict(lams=(1.0, 0.5), generations=2),
+        "smoke": dict(lams=(0.5,), generations=2),
     },
     "fig28": {
         "paper": dict(lams=(1.0, 0.7, 0.5), generations=10),
         "quick": dict(lams=(1.0, 0.5), generations=5),
-        "smoke": dict(lams=(1.0, 0.5), generations=2),
+        "smoke": dict(lams=(0.5,), generations=2),
     },
     "fig9-ddpm": {
         # n_ini from far below n_r + n_s to the whole training split.
         "paper": dict(n_inis=(500, 4000, 60_000), lam=1.0, generations=10),
         "quick": dict(n_inis=(60, 500, 1500), lam=1.0, generations=6),
-        "smoke": dict(n_inis=(24, 96), lam=1.0, generations=2),
+        # smoke: training sets of 96 or 192 images only (each new size compiles the training step again)
+        "smoke": dict(n_inis=(96, 192), lam=1.0, generations=2),
     },
 }
 GRIDS["fig29"] = GRIDS["fig28"]  # Fig. 29 compares the runs of Figs 8 and 28

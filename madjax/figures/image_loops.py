@@ -254,49 +254,60 @@ def write_combined(out_dir: str, figure: str, runs) -> str:
 # ----------------------------------------------------------------------------- dry run
 
 
+# Images per minibatch of the dry run's training step (module docstring of dry_run).
+_DRY_BATCH = 2
+
+
 def dry_run(config: ImageLoopConfig) -> str:
     """Validate, report shapes and a memory estimate, and compile (and run) one training step.
 
-    Needs no data file: shapes come from the configuration. Where the data
-    is MNIST and its files are missing, the report says so (one clause of
-    the same line): a real run needs them.
+    Needs no data file: shapes come from the configuration and parameters
+    from ``jax.eval_shape`` of the model's ``init`` (zero-filled, so init's
+    own compilation is skipped). The step is one epoch of ``fit`` on exactly
+    one optimiser step's images with the minibatch cut to ``_DRY_BATCH``
+    images: the compiled program is the configured one (network, loss,
+    optimiser, every shape but the batch axis), while running it costs
+    seconds even where one paper-size step on a CPU would take minutes. Where
+    the data is MNIST and its files are missing, the report says so (one
+    clause of the same line): a real run needs them.
     """
     cfg = config.model_config
     entry = MODELS[config.model]
     h, w = cfg.image_shape
-    abstract = jax.eval_shape(entry.build(cfg, False).init, jax.random.PRNGKey(0))
+    n_critic = getattr(cfg, "n_critic", 1)  # a WGAN generator step takes n_critic critic batches
+    small = dataclasses.replace(cfg, epochs=1, batch_size=_DRY_BATCH, warm_start=True)
+    model = entry.build(small, False)
+    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
     n_floats = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract))
-    # One optimiser step: a training set of exactly one step's images, one epoch.
-    per_step = cfg.batch_size * (getattr(cfg, "n_critic", 1))
-    one_step = entry.build(dataclasses.replace(cfg, epochs=1), False)
-    batch = Images(jnp.zeros((per_step, h, w), jnp.float32),
-                   jnp.arange(per_step, dtype=jnp.int32) % max(getattr(cfg, "num_classes", 1), 1))
+    n_step = _DRY_BATCH * n_critic
+    batch = Images(jnp.zeros((n_step, h, w), jnp.float32),
+                   jnp.arange(n_step, dtype=jnp.int32) % max(getattr(cfg, "num_classes", 1), 1))
     start = time.perf_counter()
-    params = one_step.init(jax.random.PRNGKey(0))
-    jax.block_until_ready(one_step.fit(jax.random.PRNGKey(1), params, batch))
+    jax.block_until_ready(model.fit(jax.random.PRNGKey(1), params, batch))
     step_s = time.perf_counter() - start
-    # The sampler's output structure, traced only.
-    sample_shape = jax.eval_shape(lambda k, p: one_step.sample(k, p, 4, 0.5), jax.random.PRNGKey(2), params)
+    sample = jax.eval_shape(lambda k: model.sample(k, params, 4, 0.5), jax.random.PRNGKey(2))
     largest = max(r.loop.training_size(config.generations) for r in config.runs)
-    data_mb = largest * h * w * 8 / 2**20  # pixels + labels of the largest training set (pool included)
-    state_mb = n_floats * 4 / 2**20
+    data_mb = largest * (h * w * 4 + 4) / 2**20  # pixels + labels of the largest training set (pool included)
     n_gen = len(config.runs) * config.generations
-    data_note = _data_note(config)
     kinds = sorted({(r.loop.kind + (" + accumulate" if r.loop.accumulate else "")) for r in config.runs})
     return (f"{config.model} on {config.data} {h}x{w}, {', '.join(kinds)}, runs {[r.tag for r in config.runs]}, "
             f"T = {config.generations} ({n_gen} generations), largest training set {largest} images "
-            f"(≈ {data_mb:.0f} MiB), model + optimiser state {n_floats} floats (≈ {state_mb:.0f} MiB), "
-            f"samples {sample_shape.x.shape[1:]}; one training step of {per_step} images "
-            f"compiled and run in {step_s:.1f} s; {data_note}")
+            f"(≈ {data_mb:.0f} MiB), model + optimiser state {n_floats} floats (≈ {n_floats * 4 / 2**20:.0f} MiB), "
+            f"batch {cfg.batch_size}{f' x {n_critic} critic steps' if n_critic > 1 else ''}, "
+            f"samples {tuple(sample.x.shape[1:])}; one training step (batch {_DRY_BATCH}) compiled and run "
+            f"in {step_s:.1f} s; {_data_note(config)}")
 
 
 def _data_note(config: ImageLoopConfig) -> str:
     if config.data == "digits":
         return "data: digits (bundled with scikit-learn)"
+    if config.data_dir is None and not os.environ.get("MADJAX_DATA"):
+        return "data: MNIST files not found (MADJAX_DATA is not set) -- a real run needs them"
     try:
         load_images("mnist", config.data_dir)
     except ParameterError as err:
-        return f"data: MNIST files not found ({err.message}) -- a real run needs them"
+        return f"data: MNIST files not usable ({err.message}) -- a real run needs them"
     return "data: MNIST files found"
 
 
