@@ -6,11 +6,13 @@ smoke model, one tiny model) are shared through module-scoped fixtures.
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 from conftest import assert_close_se, zcrit
 
 from madjax.data import Images, load_images
@@ -34,17 +36,17 @@ from madjax.deep.ddpm import (
 from madjax.validation import ParameterError
 
 SMOKE = DDPM_CONFIGS["smoke"]
-# A 10-step chain and a one-resolution 4-channel net: cheap enough to run with jax.disable_jit.
+# A 10-step chain and a one-resolution 4-channel net, cheap enough to run with
+# jax.disable_jit; sampled in chunks of 4 (one compiled shape serves every n).
 TINY = DDPMConfig(image_shape=(8, 8), timesteps=10, beta_start=0.1, beta_end=0.6, channels=(4,), blocks=1,
-                  embed_dim=8, epochs=1, batch_size=16, learning_rate=1e-3, ema_decay=0.0)
+                  embed_dim=8, epochs=1, batch_size=16, learning_rate=1e-3, ema_decay=0.0, sample_chunk=4)
 
 
+@jax.jit
 def _perturbed(params: DDPMParams, key, scale=0.3) -> DDPMParams:
-    """Every weight perturbed (a fresh net predicts ε ≡ 0 through its zero output conv)."""
-    leaves, treedef = jax.tree.flatten(params.params)
-    keys = jax.random.split(key, len(leaves))
-    leaves = [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
-    weights = jax.tree.unflatten(treedef, leaves)
+    """Every weight perturbed (a fresh net predicts ε ≡ 0 through its zero output conv); one normal draw."""
+    flat, unravel = ravel_pytree(params.params)
+    weights = unravel(flat + scale * jax.random.normal(key, flat.shape, flat.dtype))
     return DDPMParams(weights, weights, params.opt_state, params.step)
 
 
@@ -181,13 +183,18 @@ def test_guidance_weights(tiny_params):
     x = jax.random.normal(jax.random.PRNGKey(0), (6, 8, 8))
     t = jnp.arange(1.0, 7.0)
     y = jnp.array([0, 1, 2, 3, 4, 5], jnp.int32)
-    cond, uncond = net(x, t, y), net(x, t, jnp.full_like(y, TINY.num_classes))
-    assert float(jnp.max(jnp.abs(cond - uncond))) > 1e-3  # the labels matter in this net
-    guided = jax.jit(lambda x, w: guided_eps(net, x, t, y, w, null_label=TINY.num_classes))
-    # w = 0: the conditional network alone (two compiled programs: equal up to float32 rounding).
-    cond_jit = jax.jit(net)(x, t, y)
-    np.testing.assert_allclose(guided(x, 0.0), cond_jit, rtol=0, atol=8 * 2.0**-23 * float(jnp.max(jnp.abs(cond_jit))))
-    np.testing.assert_allclose(guided(x, 1.5), 2.5 * cond - 1.5 * uncond, rtol=1e-5, atol=1e-5)
+
+    @jax.jit
+    def run(x):
+        cond, uncond = net(x, t, y), net(x, t, jnp.full_like(y, TINY.num_classes))
+        guide = [guided_eps(net, x, t, y, w, null_label=TINY.num_classes) for w in (0.0, 1.5)]
+        return cond, uncond, *guide
+
+    cond, uncond, guided0, guided15 = run(x)
+    assert float(jnp.max(jnp.abs(cond - uncond))) > 1e-2  # the labels matter in this net
+    # w = 0: the conditional network alone (equal up to float32 rounding of a differently fused program).
+    np.testing.assert_allclose(guided0, cond, rtol=0, atol=8 * 2.0**-23 * float(jnp.max(jnp.abs(cond))))
+    np.testing.assert_allclose(guided15, 2.5 * cond - 1.5 * uncond, rtol=1e-5, atol=1e-5)
 
 
 def test_lambda_one_samples_the_conditional_model(tiny_params):
@@ -197,18 +204,21 @@ def test_lambda_one_samples_the_conditional_model(tiny_params):
     keys = sample_keys(jax.random.PRNGKey(3), 5)
     y = jnp.array([0, 3, 3, 7, 9], jnp.int32)
 
-    @jax.jit
-    def guided(lam):
-        w = 1.0 / lam - 1.0
-        return ancestral_sample(keys, lambda x, t: guided_eps(net, x, t, y, w, null_label=null), sched, (8, 8))
+    @jax.jit  # one program, three chains; λ traced as in the model's sampler
+    def run(lam_a, lam_b):
+        def guided(lam):
+            w = 1.0 / lam - 1.0
+            return ancestral_sample(keys, lambda x, t: guided_eps(net, x, t, y, w, null_label=null), sched, (8, 8))
 
-    conditional = jax.jit(lambda: ancestral_sample(keys, lambda x, t: net(x, t, y), sched, (8, 8)))()
-    # Same noise, same ε: equal up to the rounding of two separately compiled
-    # programs, budgeted at 8 ulp of the largest value per step.
+        return guided(lam_a), guided(lam_b), ancestral_sample(keys, lambda x, t: net(x, t, y), sched, (8, 8))
+
+    lam_one, lam_half, conditional = run(1.0, 0.5)
+    # Same noise, same ε: equal up to float32 rounding (the fused programs
+    # differ), budgeted at 8 ulp of the largest value per step.
     scale = float(jnp.max(jnp.abs(conditional)))
     rounding = TINY.timesteps * 8 * 2.0**-23 * scale
-    np.testing.assert_allclose(guided(1.0), conditional, rtol=0, atol=rounding)
-    assert float(jnp.max(jnp.abs(guided(0.5) - conditional))) > 1e3 * rounding
+    np.testing.assert_allclose(lam_one, conditional, rtol=0, atol=rounding)
+    assert float(jnp.max(jnp.abs(lam_half - conditional))) > 1e3 * rounding
 
 
 # --------------------------------------------------------------------------- training
@@ -249,27 +259,27 @@ def test_fit_validates_data(smoke_fit):
         assert err.value.param == "data"
 
 
-def test_warm_start_flag(tiny_params, digits):
-    """warm_start=False re-initialises from the fit key: the given parameters do not matter."""
-    data = Images(digits.x[:32], digits.y[:32])
-    cold = ddpm(dataclasses.replace(TINY, warm_start=False))
-    fresh = cold.init(jax.random.PRNGKey(7))
-    a = cold.fit(jax.random.PRNGKey(8), fresh, data)
-    b = cold.fit(jax.random.PRNGKey(8), tiny_params, data)
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+def test_warm_start_flag(smoke_fit):
+    """warm_start=True continues from the given weights; False re-initialises from the fit key."""
+    model, params0, params1, data = smoke_fit
+    key = jax.random.PRNGKey(8)
+    warm_a, warm_b = model.fit(key, params0, data), model.fit(key, params1, data)
+    assert int(warm_b.step) == 2 * int(params1.step)
+    assert any(not np.allclose(u, v) for u, v in zip(jax.tree.leaves(warm_a.params), jax.tree.leaves(warm_b.params)))
+    cold = ddpm(dataclasses.replace(SMOKE, warm_start=False))  # shares the smoke model's executables
+    cold_a, cold_b = cold.fit(key, params0, data), cold.fit(key, params1, data)
+    for u, v in zip(jax.tree.leaves(cold_a), jax.tree.leaves(cold_b)):
         np.testing.assert_array_equal(u, v)
-    warm = ddpm(TINY).fit(jax.random.PRNGKey(8), tiny_params, data)
-    assert any(not np.allclose(u, v) for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(warm.params)))
+    assert int(cold_b.step) == int(params1.step)
 
 
 # --------------------------------------------------------------------------- sampling
 
 
 @pytest.mark.parametrize("lam", [1.0, 0.5])
-def test_sample_shapes_range_and_balanced_labels(smoke_fit, lam):
-    model, _, params, _ = smoke_fit
+def test_sample_shapes_range_and_balanced_labels(tiny_params, lam):
     n = 23
-    s = model.sample(jax.random.PRNGKey(4), params, n, lam)
+    s = ddpm(TINY).sample(jax.random.PRNGKey(4), tiny_params, n, lam)
     assert s.x.shape == (n, 8, 8) and s.x.dtype == jnp.float32
     assert s.y.shape == (n,) and s.y.dtype == jnp.int32
     assert np.all(np.isfinite(s.x)) and float(s.x.min()) >= 0.0 and float(s.x.max()) <= 1.0
@@ -277,8 +287,8 @@ def test_sample_shapes_range_and_balanced_labels(smoke_fit, lam):
     assert sorted(counts) == [2] * 7 + [3] * 3  # 23 = 10·2 + 3 distinct extra classes
 
 
-def test_sample_validates_arguments(smoke_fit):
-    model, _, params, _ = smoke_fit
+def test_sample_validates_arguments(tiny_params):
+    model, params = ddpm(TINY), tiny_params
     for n, lam, field in [(0, 1.0, "n"), (2.5, 1.0, "n"), (4, 1.5, "lam"), (4, 0.0, "lam")]:
         with pytest.raises(ParameterError) as err:
             model.sample(jax.random.PRNGKey(0), params, n, lam)
@@ -293,18 +303,23 @@ def test_balanced_labels():
 
 
 def test_sample_jit_equals_eager_and_ignores_chunking(tiny_params):
-    model = ddpm(TINY)
+    model, n, lam = ddpm(TINY), 7, 0.7  # chunks of 4: one full chunk and one padded
     key = jax.random.PRNGKey(11)
-    jitted = model.sample(key, tiny_params, 7, 0.7)
+    jitted = model.sample(key, tiny_params, n, lam)
     with jax.disable_jit():
-        eager = model.sample(key, tiny_params, 7, 0.7)
+        eager = model.sample(key, tiny_params, n, lam)
     np.testing.assert_array_equal(jitted.y, eager.y)
     np.testing.assert_allclose(jitted.x, eager.x, atol=1e-5)
-    # Each sample's noise comes from its own key: chunks of 3 give the same images.
-    chunked = ddpm(dataclasses.replace(TINY, sample_chunk=3)).sample(key, tiny_params, 7, 0.7)
-    np.testing.assert_array_equal(chunked.y, jitted.y)
-    np.testing.assert_allclose(chunked.x, jitted.x, atol=1e-5)
-    assert not np.allclose(jitted.x, model.sample(key, tiny_params, 7, 1.0).x)
+    # The documented key contract: all 7 in one batch give the chunked images.
+    k_labels, k_noise = jax.random.split(key)
+    np.testing.assert_array_equal(jitted.y, balanced_labels(k_labels, n, TINY.num_classes))
+    net = ddpm_eps(TINY, tiny_params.ema)
+    w = 1.0 / lam - 1.0
+    whole = jax.jit(lambda: ancestral_sample(
+        sample_keys(k_noise, n), lambda x, t: guided_eps(net, x, t, jitted.y, w, null_label=TINY.num_classes),
+        schedule(TINY), TINY.image_shape))()
+    np.testing.assert_allclose(jitted.x, jnp.clip((whole + 1) / 2, 0, 1), atol=1e-5)
+    assert not np.allclose(jitted.x, model.sample(key, tiny_params, n, 1.0).x)
 
 
 # --------------------------------------------------------------------------- probability-flow ODE
@@ -322,6 +337,15 @@ def _gaussian_eps(sched, m, s0):
     return eps_fn
 
 
+_ODE_TOL = 1e-5
+
+
+@functools.partial(jax.jit, static_argnames="denoise")
+def _flow(x_T, m, s0, denoise=False):
+    sched = schedule(DDPM_CONFIGS["paper"])
+    return ode_sample(x_T, _gaussian_eps(sched, m, s0), sched, rtol=_ODE_TOL, atol=_ODE_TOL, denoise=denoise)
+
+
 @pytest.mark.parametrize("s0", [0.0, 0.5])
 def test_ode_follows_the_exact_flow(s0):
     """For N(m, s0²) data u = (x − √ᾱ m)/√(ᾱ s0² + 1 − ᾱ) is constant along the probability flow.
@@ -332,12 +356,10 @@ def test_ode_follows_the_exact_flow(s0):
     steps·(atol + rtol·max|x|) of it.
     """
     config = DDPM_CONFIGS["paper"]
-    sched = schedule(config)
     m = jax.random.uniform(jax.random.PRNGKey(0), (8, 8), minval=-1.0, maxval=1.0)
     x_T = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8))
-    rtol = atol = 1e-5
-    sol = jax.jit(lambda x: ode_sample(x, _gaussian_eps(sched, m, s0), sched, rtol=rtol, atol=atol,
-                                       denoise=False))(x_T)
+    rtol = atol = _ODE_TOL
+    sol = _flow(x_T, m, jnp.float32(s0))
     ab = np.cumprod(1.0 - np.linspace(config.beta_start, config.beta_end, config.timesteps))
     v = ab * s0**2 + 1.0 - ab
     m64 = np.asarray(m, np.float64)
@@ -349,20 +371,20 @@ def test_ode_follows_the_exact_flow(s0):
     assert err <= steps * (atol + rtol * np.max(np.abs(expected))), (err, steps)
     # Denoising a point mass's x_{1/T} with its exact ε returns x₀ = m.
     if s0 == 0.0:
-        x0 = jax.jit(lambda x: ode_sample(x, _gaussian_eps(sched, m, 0.0), sched, rtol=rtol, atol=atol).x)(x_T)
+        x0 = _flow(x_T, m, jnp.float32(0.0), denoise=True).x
         np.testing.assert_allclose(x0, jnp.broadcast_to(m, x0.shape), atol=1e-4)
 
 
-def test_ddpm_ode_sample_is_deterministic(smoke_fit):
-    _, _, params, _ = smoke_fit
-    y = jnp.array([0, 1, 2, 3, 9], jnp.int32)
-    a = ddpm_ode_sample(SMOKE, params, jax.random.PRNGKey(5), y, 0.5)
-    b = ddpm_ode_sample(SMOKE, params, jax.random.PRNGKey(5), y, 0.5)
-    c = ddpm_ode_sample(SMOKE, params, jax.random.PRNGKey(6), y, 0.5)
-    assert a.shape == (5, 8, 8) and a.dtype == jnp.float32 and np.all(np.isfinite(a))
+def test_ddpm_ode_sample_is_deterministic(tiny_params):
+    params = tiny_params
+    y = jnp.array([0, 1, 2, 9], jnp.int32)
+    a = ddpm_ode_sample(TINY, params, jax.random.PRNGKey(5), y, 0.5)
+    b = ddpm_ode_sample(TINY, params, jax.random.PRNGKey(5), y, 0.5)
+    c = ddpm_ode_sample(TINY, params, jax.random.PRNGKey(6), y, 0.5)
+    assert a.shape == (4, 8, 8) and a.dtype == jnp.float32 and np.all(np.isfinite(a))
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     with pytest.raises(ParameterError) as err:
-        ddpm_ode_sample(SMOKE, params, jax.random.PRNGKey(5), jnp.array([10]), 1.0)
+        ddpm_ode_sample(TINY, params, jax.random.PRNGKey(5), jnp.array([10]), 1.0)
     assert err.value.param == "y"

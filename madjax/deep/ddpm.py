@@ -607,10 +607,10 @@ def _optimizer(config: DDPMConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.scale_by_adam())
 
 
-def _learning_rate(config: DDPMConfig, step: Array, total: int) -> Array:
-    """Cosine decay from ``learning_rate`` to ``learning_rate·final_lr_fraction`` within one fit."""
+def _learning_rate(config: DDPMConfig, step: Array, total: Array) -> Array:
+    """Cosine decay from ``learning_rate`` to ``learning_rate·final_lr_fraction`` over the ``total`` steps of one fit."""
     lr, low = config.learning_rate, config.learning_rate * config.final_lr_fraction
-    return low + 0.5 * (lr - low) * (1.0 + jnp.cos(jnp.pi * step / max(total, 1)))
+    return low + 0.5 * (lr - low) * (1.0 + jnp.cos(jnp.pi * step / jnp.maximum(total, 1)))
 
 
 def _check_images(config: DDPMConfig, data) -> tuple[Array, Array]:
@@ -644,29 +644,20 @@ def _lam(lam):
     return lam
 
 
-@functools.lru_cache(maxsize=16)  # one set of compiled functions per (config, progress), shared by runs
-def ddpm(config: DDPMConfig = DDPMConfig(), *, progress: bool = False) -> GenerativeModel:
-    """A conditional DDPM as a :class:`~madjax.base.GenerativeModel` record.
+def _canonical(config: DDPMConfig) -> DDPMConfig:
+    """``config`` with the fields that do not enter a compiled function reset.
 
-    Args:
-      config: schedule, network and training.
-      progress: show a tqdm bar over the epochs of each ``fit`` and the
-        chunks of each ``sample``.
-
-    Returns:
-      ``GenerativeModel(init, fit, sample)`` with
-
-      * ``init(key) -> DDPMParams``: a fresh U-Net (ε_θ ≡ 0), EMA = weights;
-      * ``fit(key, params, data: Images) -> DDPMParams``: ``config.epochs``
-        epochs of clipped Adam on :func:`loss` with label dropout, each epoch
-        one jitted ``lax.scan`` over minibatches; warm-started from
-        ``params`` unless ``config.warm_start`` is False;
-      * ``sample(key, params, n, lam) -> Images``: n images with balanced
-        labels (:func:`balanced_labels`) from the ancestral sampler with
-        guidance w = 1/λ − 1 and the EMA weights; x ``(n, H, W)`` float32 in
-        [0, 1], y ``(n,)`` int32. n is static (it sets shapes), λ traced:
-        one compilation per chunk size serves every λ.
+    ``epochs`` (the step count reaches the learning-rate schedule as a traced
+    value), ``warm_start`` and ``sample_chunk`` (host-side choices) do not
+    change what :func:`_compiled` compiles, so configurations differing only
+    in them share one set of executables.
     """
+    return dataclasses.replace(config, epochs=1, warm_start=True, sample_chunk=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(config: DDPMConfig):
+    """The jitted ``init``, ``train_epoch`` and ``sample_chunk`` of a (canonical) configuration."""
     graphdef = _graphdef(config)
     tx = _optimizer(config)
     sched = schedule(config)
@@ -687,7 +678,8 @@ def ddpm(config: DDPMConfig = DDPMConfig(), *, progress: bool = False) -> Genera
                     label_dropout=config.label_dropout)
 
     @jax.jit
-    def train_epoch(key, state: DDPMParams, x0: Array, y: Array, epoch: Array) -> tuple[DDPMParams, Array]:
+    def train_epoch(key, state: DDPMParams, x0: Array, y: Array, epoch: Array,
+                    total: Array) -> tuple[DDPMParams, Array]:
         n = x0.shape[0]
         batch = min(config.batch_size, n)
         n_batches = n // batch
@@ -701,7 +693,7 @@ def ddpm(config: DDPMConfig = DDPMConfig(), *, progress: bool = False) -> Genera
             value, grads = jax.value_and_grad(batch_loss)(params, jax.random.fold_in(k_steps, s),
                                                           x0[idx], y[idx])
             direction, opt_state = tx.update(grads, opt_state, params)
-            lr = _learning_rate(config, epoch * n_batches + s, config.epochs * n_batches)
+            lr = _learning_rate(config, epoch * n_batches + s, total)
             params = jax.tree.map(lambda p, d: p - lr * d, params, direction)
             decay = jnp.minimum(config.ema_decay, (1.0 + count) / (10.0 + count))
             ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
@@ -710,19 +702,6 @@ def ddpm(config: DDPMConfig = DDPMConfig(), *, progress: bool = False) -> Genera
         carry = (state.params, state.ema, state.opt_state, state.step)
         (params, ema, opt_state, count), losses = jax.lax.scan(step, carry, (order, steps))
         return DDPMParams(params, ema, opt_state, count), jnp.mean(losses)
-
-    def fit(key: Array, params: DDPMParams, data: Images) -> DDPMParams:
-        x0, y = _check_images(config, data)
-        k_init, k_train = jax.random.split(key)
-        if not config.warm_start:
-            params = init(k_init)
-        with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch") as bar:
-            for epoch in range(config.epochs):
-                params, value = train_epoch(jax.random.fold_in(k_train, epoch), params, x0, y, epoch)
-                bar.update(1)
-                if not bar.disable:  # the host sync only when someone is watching
-                    bar.set_postfix(loss=f"{float(value):.2f}")
-        return params
 
     @jax.jit
     def sample_chunk(keys: Array, weights: nnx.State, y: Array, lam: Array) -> Array:
@@ -733,6 +712,52 @@ def ddpm(config: DDPMConfig = DDPMConfig(), *, progress: bool = False) -> Genera
             return guided_eps(net, x, t, y, w, null_label=null)
 
         return _to_images(ancestral_sample(keys, eps_fn, sched, config.image_shape))
+
+    return init, train_epoch, sample_chunk
+
+
+@functools.lru_cache(maxsize=16)  # one set of compiled functions per (config, progress), shared by runs
+def ddpm(config: DDPMConfig = DDPMConfig(), *, progress: bool = False) -> GenerativeModel:
+    """A conditional DDPM as a :class:`~madjax.base.GenerativeModel` record.
+
+    Args:
+      config: schedule, network and training.
+      progress: show a tqdm bar over the epochs of each ``fit`` and the
+        chunks of each ``sample``.
+
+    Returns:
+      ``GenerativeModel(init, fit, sample)`` with
+
+      * ``init(key) -> DDPMParams``: a fresh U-Net (ε_θ ≡ 0), EMA = weights;
+      * ``fit(key, params, data: Images) -> DDPMParams``: ``config.epochs``
+        epochs of clipped Adam on :func:`loss` with label dropout, each epoch
+        one jitted ``lax.scan`` over minibatches; warm-started from
+        ``params`` unless ``config.warm_start`` is False;
+      * ``sample(key, params, n, lam) -> Images``: n images with balanced
+        labels (:func:`balanced_labels`) from the ancestral sampler with
+        guidance w = 1/λ − 1 and the EMA weights; x ``(n, H, W)`` float32 in
+        [0, 1], y ``(n,)`` int32. With ``k_labels, k_noise = split(key)``,
+        the labels are ``balanced_labels(k_labels, n, C)`` and image i is
+        :func:`ancestral_sample` with key ``fold_in(k_noise, i)``, whatever
+        the chunking. n is static (it sets shapes), λ traced: one
+        compilation per chunk size serves every λ.
+    """
+    init, train_epoch, sample_chunk = _compiled(_canonical(config))
+    batch = config.batch_size
+
+    def fit(key: Array, params: DDPMParams, data: Images) -> DDPMParams:
+        x0, y = _check_images(config, data)
+        k_init, k_train = jax.random.split(key)
+        if not config.warm_start:
+            params = init(k_init)
+        total = config.epochs * (x0.shape[0] // min(batch, x0.shape[0]))  # optimiser steps in this fit
+        with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch") as bar:
+            for epoch in range(config.epochs):
+                params, value = train_epoch(jax.random.fold_in(k_train, epoch), params, x0, y, epoch, total)
+                bar.update(1)
+                if not bar.disable:  # the host sync only when someone is watching
+                    bar.set_postfix(loss=f"{float(value):.2f}")
+        return params
 
     def sample(key: Array, params: DDPMParams, n: int, lam) -> Images:
         n = check_int("n", n, minimum=1)
@@ -895,5 +920,5 @@ def ddpm_ode_sample(config: DDPMConfig, params: DDPMParams, key: Array, y: Array
     lo, hi = (int(v) for v in jax.device_get((jnp.min(y), jnp.max(y))))
     if lo < 0 or hi >= config.num_classes:
         raise ParameterError("y", f"labels must be in [0, {config.num_classes}), got [{lo}, {hi}]")
-    fn = _ode_chunk_fn(config, float(rtol), float(atol), steps)
+    fn = _ode_chunk_fn(_canonical(config), float(rtol), float(atol), steps)
     return _chunked(fn, config.sample_chunk, sample_keys(key, y.shape[0]), y, params.ema, lam, progress)
