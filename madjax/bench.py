@@ -33,13 +33,7 @@ import numpy as np
 
 from madjax.gaussian import FACTORS
 from madjax.loops import LoopParams, LoopSpec, choose_factor, run_chains_jit
-from madjax.validation import (
-    ParameterError,
-    check_choice,
-    check_dtype,
-    check_int,
-    check_lam,
-)
+from madjax.validation import ParameterError, check_choice, check_dtype, check_int, check_lam
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
 

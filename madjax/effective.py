@@ -33,22 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from madjax.loops import (
-    LoopParams,
-    LoopSpec,
-    chain_keys,
-    choose_factor,
-    padded_chain_ids,
-    run_chain,
-    stack_params,
-)
-from madjax.validation import (
-    ParameterError,
-    check_choice,
-    check_dtype,
-    check_int,
-    check_lam,
-)
+from madjax.loops import LoopParams, LoopSpec, chain_keys, choose_factor, padded_chain_ids, run_chain, stack_params
+from madjax.validation import ParameterError, check_choice, check_dtype, check_int, check_lam
 
 EFFECTIVE_LOOPS = ("fresh", "synthetic-augmentation")
 TOL = 1e-3  # burn-in: the initial model's influence decays below this factor

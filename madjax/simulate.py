@@ -19,14 +19,7 @@ import numpy as np
 import xarray as xr
 
 from madjax.gaussian import FACTORS
-from madjax.loops import (
-    LOOPS,
-    LoopParams,
-    LoopSpec,
-    choose_factor,
-    padded_chain_ids,
-    run_chains_jit,
-)
+from madjax.loops import LOOPS, LoopParams, LoopSpec, choose_factor, padded_chain_ids, run_chains_jit
 from madjax.validation import (
     ParameterError,
     check_choice,

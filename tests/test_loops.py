@@ -25,15 +25,7 @@ from conftest import assert_close_se, zcrit
 from scipy.special import polygamma, psi
 
 import madjax
-from madjax.loops import (
-    LoopParams,
-    LoopSpec,
-    _slot_mask,
-    run_cells_jit,
-    run_chains,
-    run_chains_jit,
-    stack_params,
-)
+from madjax.loops import LoopParams, LoopSpec, _slot_mask, run_cells_jit, run_chains, run_chains_jit, stack_params
 
 DIM = 3
 T = 5

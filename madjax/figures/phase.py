@@ -23,12 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from madjax.effective import (
-    admissibility_threshold,
-    burn_in,
-    cell_factor,
-    horizon_level,
-)
+from madjax.effective import admissibility_threshold, burn_in, cell_factor, horizon_level
 from madjax.figures import Figure
 from madjax.loops import LoopParams, LoopSpec, run_cells_jit, stack_params
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
