@@ -49,10 +49,6 @@ def _float_list(text: str) -> list[float]:
     return _positive_list(text, float)
 
 
-def _str_list(text: str) -> list[str]:
-    return _positive_list(text, str)
-
-
 def _add_common(p: argparse.ArgumentParser, *, x64: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -182,9 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--naive-chains", type=int, default=4, help="chains timed for the naive NumPy loop")
-    p.add_argument("--factor", type=_str_list, default=["auto"],
-                   help="madjax factorisations to time: auto | eigh | cholesky (comma list)")
-    p.add_argument("--w2-every", type=_int_list, default=[1], help="W2 every k-th generation (comma list)")
     p.add_argument("--json", action="store_true")
     _add_common(p)
     return parser
