@@ -415,15 +415,19 @@ def test_ode_follows_the_exact_flow(s0):
 
 
 def test_ddpm_ode_sample_is_deterministic(tiny_params):
+    # The fixed-step Heun path (the adaptive one is tested against the exact flow above).
     params = tiny_params
     y = jnp.array([0, 1, 2, 9], jnp.int32)
-    a = ddpm_ode_sample(TINY, params, jax.random.PRNGKey(5), y, 0.5)
-    b = ddpm_ode_sample(TINY, params, jax.random.PRNGKey(5), y, 0.5)
-    c = ddpm_ode_sample(TINY, params, jax.random.PRNGKey(6), y, 0.5)
+    a = ddpm_ode_sample(TINY, params, jax.random.PRNGKey(5), y, 0.5, steps=8)
+    b = ddpm_ode_sample(TINY, params, jax.random.PRNGKey(5), y, 0.5, steps=8)
+    c = ddpm_ode_sample(TINY, params, jax.random.PRNGKey(6), y, 0.5, steps=8)
     assert a.shape == (4, 8, 8) and a.dtype == jnp.float32 and np.all(np.isfinite(a))
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
-    with pytest.raises(ParameterError) as err:
-        ddpm_ode_sample(TINY, params, jax.random.PRNGKey(5), jnp.array([10]), 1.0)
-    assert err.value.param == "y"
+    for kwargs, field in [({"y": jnp.array([10])}, "y"), ({"lam": 2.0}, "lam"), ({"steps": 0}, "steps"),
+                          ({"rtol": 0.0}, "rtol")]:
+        args = {"y": y, "lam": 0.5, **kwargs}
+        with pytest.raises(ParameterError) as err:
+            ddpm_ode_sample(TINY, params, jax.random.PRNGKey(5), args.pop("y"), args.pop("lam"), **args)
+        assert err.value.param == field
