@@ -41,7 +41,7 @@ reproducing both trains each run once.
 * ``paper`` -- MNIST (``$MADJAX_DATA``), n = 60k per generation as in the
   paper, 10k evaluation samples against the 10k test images; Fig. 9-ddpm
   with n_r = n_s = 2000. GPU-scale: checked here with ``--dry-run``.
-* ``quick`` -- the bundled 8×8 digits (1 501 training images), same T = 500
+* ``quick`` -- the bundled 8×8 digits (1 501 training images), a T = 100
   chain, a small U-Net; sizes chosen so each figure (4 + 14 together, 8 + 28
   + 29 together) runs on a 2-core CPU within about 20 minutes and shows the
   paper's trends (README: measured times and values).
@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 
 from madjax.deep.loop import DeepLoop
+from madjax.deep.runner import ddpm_preset_config
 from madjax.figures import PRESETS, Figure
 from madjax.figures import image_loops as IL
 from madjax.validation import ParameterError, check_choice
@@ -67,13 +68,17 @@ AUGMENT = "ddpm-synthetic-augmentation"
 ACCUMULATE = "ddpm-synthetic-augmentation-accumulate"
 FRESH = "ddpm-fresh"
 
-# Sizes per preset: data set, n (= n_ini = n_syn, and n_real where the loop
-# has a real part), n_eval (None: the whole test split), and the fresh loop's
-# n_r = n_s.
+# Sizes per preset: data set; n = n_ini = n_syn of the fully synthetic loop;
+# augment = n_real = n_syn of the synthetic-augmentation loops (D_r is G¹'s
+# training set); fresh = n_r = n_s of the fresh loop; n_eval model samples per
+# generation (None: the whole test split). The quick augmentation loops use
+# half the fully synthetic n: their training sets hold D_r plus the synthetic
+# part (and, accumulated, (t − 1)·n_s of it), which keeps Figs 8 + 28 + 29
+# within the same CPU budget as Figs 4 + 14.
 SIZES = {
-    "paper": dict(data="mnist", n=60_000, n_eval=10_000, fresh=2000),
-    "quick": dict(data="digits", n=1000, n_eval=None, fresh=250),
-    "smoke": dict(data="digits", n=96, n_eval=48, fresh=48),
+    "paper": dict(data="mnist", n=60_000, augment=60_000, fresh=2000, n_eval=10_000),
+    "quick": dict(data="digits", n=1000, augment=500, fresh=250, n_eval=None),
+    "smoke": dict(data="digits", n=96, augment=96, fresh=48, n_eval=48),
 }
 
 # The grid of each figure: λ values (or n_ini values) and generations T.
@@ -101,7 +106,7 @@ GRIDS = {
     "fig9-ddpm": {
         # n_ini from far below n_r + n_s to the whole training split.
         "paper": dict(n_inis=(500, 4000, 60_000), lam=1.0, generations=10),
-        "quick": dict(n_inis=(60, 500, 1500), lam=1.0, generations=6),
+        "quick": dict(n_inis=(60, 500, 1500), lam=1.0, generations=8),
         # smoke: training sets of 96 or 192 images only (each new size compiles the training step again)
         "smoke": dict(n_inis=(96, 192), lam=1.0, generations=2),
     },
@@ -114,9 +119,8 @@ def _tag_lam(lam: float) -> str:
 
 
 def _model_config(preset: str, data: str):
-    from madjax.deep.ddpm import DDPM_CONFIGS
-
-    return dataclasses.replace(DDPM_CONFIGS[preset], image_shape=IL.DATA_SHAPES[data], num_classes=10)
+    # The presets of ``madjax train ddpm`` (DDPM_CONFIGS with the loop changes of the runner).
+    return dataclasses.replace(ddpm_preset_config(preset), image_shape=IL.DATA_SHAPES[data], num_classes=10)
 
 
 def _runs(fig: str, preset: str) -> tuple:
@@ -129,7 +133,8 @@ def _runs(fig: str, preset: str) -> tuple:
         m = sizes["fresh"]
         return tuple(IL.LoopRun(FRESH, f"n_ini_{n_ini}", grid["lam"], DeepLoop("fresh", n_ini, m, m))
                      for n_ini in grid["n_inis"])
-    last = DeepLoop("synthetic-augmentation", n_ini=n, n_real=n, n_syn=n)
+    m = sizes["augment"]
+    last = DeepLoop("synthetic-augmentation", n_ini=m, n_real=m, n_syn=m)
     pooled = dataclasses.replace(last, accumulate=True)
     runs = []
     if fig in ("fig8", "fig29"):

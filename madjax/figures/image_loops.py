@@ -196,19 +196,19 @@ def _add_timing(family_dir: str, tag: str, seconds: float) -> None:
 # ----------------------------------------------------------------------------- saved data
 
 
-class SavedRun(dict):
-    """A saved run: its ``config.json`` fields plus ``path`` and ``rows`` (the metrics)."""
+def saved_runs(out_dir: str, family: str) -> list[dict]:
+    """Every run saved under ``DIR/<family>/`` with at least one finished generation.
 
-
-def saved_runs(out_dir: str, family: str) -> list[SavedRun]:
-    """Every run saved under ``DIR/<family>/`` with at least one finished generation."""
+    Each is its ``config.json`` as a dict plus ``path``, ``tag`` and ``rows``
+    (the metric rows).
+    """
     runs = []
     for path in sorted(glob.glob(os.path.join(out_dir, family, "*", "config.json"))):
         run_dir = os.path.dirname(path)
         if not os.path.exists(os.path.join(run_dir, "metrics.csv")):
             continue
         with open(path) as f:
-            saved = SavedRun(json.load(f))
+            saved = json.load(f)
         saved["path"], saved["tag"] = run_dir, os.path.basename(run_dir)
         saved["rows"] = read_metrics(run_dir)
         if saved["rows"]:

@@ -11,7 +11,7 @@ Presets (network and schedule: ``WGAN_CONFIGS[preset]`` of
 * ``paper`` -- MNIST, n_ini = n_syn = 60k, 100 generations, 10k evaluation
   samples against the 10k test images (GPU; ``--dry-run`` here);
 * ``quick`` -- the bundled 8×8 digits, n = 1000, a small WGAN-GP warm-started
-  every generation, T = 10 generations (about 20 minutes on a 2-core CPU;
+  every generation, T = 40 generations (a 2-core CPU in about 10 minutes;
   README);
 * ``smoke`` -- tiny networks, n = 96, 2 generations.
 
@@ -36,7 +36,7 @@ FAMILY = "wgan-fully-synthetic"
 # data, n (= n_ini = n_syn), n_eval (None: the whole test split), λ, generations T.
 GRID = {
     "paper": dict(data="mnist", n=60_000, n_eval=10_000, lam=1.0, generations=100),
-    "quick": dict(data="digits", n=1000, n_eval=None, lam=1.0, generations=10),
+    "quick": dict(data="digits", n=1000, n_eval=None, lam=1.0, generations=40),
     "smoke": dict(data="digits", n=96, n_eval=48, lam=1.0, generations=2),
 }
 
