@@ -4,8 +4,11 @@
     python benchmarks/bench_chains.py --quick    # d = 100 only, the speed-goal cells
 
 Prints a table and the three speed-goal ratios, writes benchmarks/results/chains.json
-and benchmarks/results/chains.png. Run it on a quiet machine: the thread settings
-and the load average are recorded in the JSON.
+and benchmarks/results/chains.png. The goal rows use the factorisation the simulator
+picks (Cholesky + eigenvalues here, since every covariance has full rank) with W2
+every generation; at n_s = 1e4 the same run also times the ``eigh`` route and
+W2 every 4th generation, for comparison. Run it on a quiet machine: the thread
+settings and the load average are recorded in the JSON.
 """
 
 import argparse
@@ -20,9 +23,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def ratios(rows):
     """The three speed goals at d = 100, n_r = 1e3, fresh loop, float32."""
-    def rate(engine, n_syn, dim=100):
+    def rate(engine, n_syn, dim=100, factor="cholesky", w2_every=1):
         for r in rows:
-            if r["engine"] == engine and r["dim"] == dim and (engine == "floor" or r["n_syn"] == n_syn):
+            if r["engine"] != engine or r["dim"] != dim:
+                continue
+            if engine == "floor":
+                return r["chain_gen_per_s"]
+            if r["n_syn"] == n_syn and r.get("factor", factor) == factor and r.get("w2_every", 1) == w2_every:
                 return r["chain_gen_per_s"]
         return None
 
@@ -34,6 +41,11 @@ def ratios(rows):
             out[f"madjax/naive (n_s={n:.0e})"] = rate("madjax", n) / rate("numpy-naive", n)
     if rate("madjax", 1_000_000) and rate("madjax", 1_000):
         out["madjax n_s=1e6 / n_s=1e3"] = rate("madjax", 1_000_000) / rate("madjax", 1_000)
+    # Context rows (not goals): the eigh route, and W2 only every 4th generation.
+    if rate("madjax", 10_000, factor="eigh") and rate("floor", None):
+        out["eigh route/floor (n_s=1e4)"] = rate("madjax", 10_000, factor="eigh") / rate("floor", None)
+    if rate("madjax", 10_000, w2_every=4) and rate("floor", None):
+        out["W2 every 4th/floor (n_s=1e4)"] = rate("madjax", 10_000, w2_every=4) / rate("floor", None)
     return out
 
 
@@ -44,11 +56,17 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    main = lambda r: r.get("factor", "cholesky") == "cholesky" and r.get("w2_every", 1) == 1  # noqa: E731
     for engine, marker in (("madjax", "o"), ("numpy-naive", "s")):
         for dim in sorted({r["dim"] for r in rows}):
-            pts = sorted((r["n_syn"], r["chain_gen_per_s"]) for r in rows if r["engine"] == engine and r["dim"] == dim)
+            pts = sorted((r["n_syn"], r["chain_gen_per_s"]) for r in rows
+                         if r["engine"] == engine and r["dim"] == dim and main(r))
             if pts:
                 ax.plot(*zip(*pts), marker=marker, label=f"{engine} d={dim}")
+    for r in rows:
+        if r["engine"] == "madjax" and not main(r):
+            ax.plot(r["n_syn"], r["chain_gen_per_s"], marker="x" if r["factor"] == "eigh" else "^", ls="",
+                    label=f"madjax d={r['dim']} {r['factor']}, W2 every {r['w2_every']}")
     for r in rows:
         if r["engine"] == "floor":
             ax.axhline(r["chain_gen_per_s"], ls=":", lw=0.8, color="gray")
@@ -69,11 +87,17 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(HERE, "results", "chains.json"))
     args = p.parse_args(argv)
     dims = [100] if args.quick else [10, 20, 50, 100]
-    rows = bench_rows(dims=dims, n_real=1000, n_syns=[1_000, 10_000, 100_000, 1_000_000], lam=0.9,
-                      chains_list=[args.chains], generations=args.generations, dtype="float32",
-                      naive_chains=2, naive_generations=3,
-                      progress=lambda r: print(f"  {r['engine']} d={r['dim']} n_s={r['n_syn']}: "
-                                               f"{r['chain_gen_per_s']:.4g}/s", file=sys.stderr))
+    def progress(r):
+        print(f"  {r['engine']} {r.get('factor', '')} d={r['dim']} n_s={r['n_syn']}: {r['chain_gen_per_s']:.4g}/s",
+              file=sys.stderr)
+
+    common = dict(n_real=1000, lam=0.9, chains_list=[args.chains], generations=args.generations, dtype="float32",
+                  progress=progress)
+    rows = bench_rows(dims=dims, n_syns=[1_000, 10_000, 100_000, 1_000_000], naive_chains=2, naive_generations=3,
+                      **common)
+    rows += [r for r in bench_rows(dims=[100], n_syns=[10_000], naive_chains=0, factors=("eigh", "cholesky"),
+                                   w2_every=(1, 4), **common)
+             if r["engine"] == "madjax" and (r["factor"], r["w2_every"]) != ("cholesky", 1)]
     result = {"rows": rows, "machine": machine(), "ratios": ratios(rows)}
     print(format_table(rows))
     for k, v in result["ratios"].items():

@@ -3,8 +3,11 @@
 Three engines, timed in one run on the same shapes (DESIGN §10 ``bench chains``):
 
 * ``madjax``: the compiled fresh loop (:func:`madjax.loops.run_chains_jit`),
-  chains × T chain-generations, W2 every generation. Compilation is timed
-  apart (first call minus the steady-state median); every timing calls
+  chains × T chain-generations, with the factorisation the simulator picks
+  (``factor``: Cholesky + eigenvalues where every Σ has full rank, else
+  ``eigh``; rows may also time ``eigh`` for comparison) and W2 every
+  generation, or every k-th (``w2_every``). Compilation is timed apart
+  (first call minus the steady-state median); every timing calls
   ``block_until_ready``.
 * ``numpy-naive``: what a user would write without the sufficient statistics
   -- draw the points, ``np.cov``, ``eigh`` for the square root and W2 --
@@ -13,7 +16,8 @@ Three engines, timed in one run on the same shapes (DESIGN §10 ``bench chains``
   (chains, d, d) shapes: the decomposition work any exact engine must do.
 
 Rows hold ``engine, loop, dim, n_real, n_syn, lam, chains, dtype, device,
-threads, chain_gen_per_s, compile_s`` (``compile_s`` is None where nothing compiles).
+threads, chain_gen_per_s, compile_s`` (``compile_s`` is None where nothing
+compiles) and, for ``madjax`` rows, ``factor`` and ``w2_every``.
 """
 
 from __future__ import annotations
@@ -27,8 +31,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from madjax.loops import LoopParams, LoopSpec, run_chains_jit
-from madjax.validation import ParameterError, check_choice, check_dtype, check_int, check_lam
+from madjax.gaussian import FACTORS
+from madjax.loops import LoopParams, LoopSpec, choose_factor, run_chains_jit
+from madjax.validation import (
+    ParameterError,
+    check_choice,
+    check_dtype,
+    check_int,
+    check_lam,
+)
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
 
@@ -69,8 +80,11 @@ def _timed(fn, repeats: int):
     return steady, max(first - steady, 0.0)
 
 
-def time_madjax(*, dim, n_real, n_syn, lam, chains, generations, dtype, loop="fresh", repeats=3):
-    spec = LoopSpec(kind=loop, dim=dim, dtype=dtype)
+def time_madjax(*, dim, n_real, n_syn, lam, chains, generations, dtype, loop="fresh", factor="auto", w2_every=1,
+                repeats=3):
+    if factor == "auto":
+        factor = choose_factor(loop, dim, n_ini=n_real, n_real=n_real, n_syn=n_syn)
+    spec = LoopSpec(kind=loop, dim=dim, dtype=dtype, factor=factor, w2_every=w2_every)
     params = LoopParams.create(n_ini=n_real, n_real=n_real, n_syn=n_syn, lam=lam, dtype=dtype)
     ids = jnp.arange(chains, dtype=jnp.uint32)
     key = jax.random.key(0)
@@ -119,7 +133,8 @@ def time_naive(*, dim, n_real, n_syn, lam, chains, generations, dtype):
 
 
 def bench_rows(*, dims, n_real, n_syns, lam, chains_list, generations, dtype, naive_chains=2,
-               naive_generations=3, loop="fresh", progress=None) -> list[dict]:
+               naive_generations=3, loop="fresh", factors=("auto",), w2_every=(1,), progress=None) -> list[dict]:
+    """Rows of the three engines; one ``madjax`` row per (n_s, factor, w2_every)."""
     rows = []
     for dim in dims:
         for chains in chains_list:
@@ -128,27 +143,36 @@ def bench_rows(*, dims, n_real, n_syns, lam, chains_list, generations, dtype, na
             rate, comp = time_floor(dim=dim, chains=chains, dtype=dtype)
             rows.append(dict(base, engine="floor", n_syn=None, chain_gen_per_s=rate, compile_s=comp))
             for n_syn in n_syns:
-                rate, comp = time_madjax(dim=dim, n_real=n_real, n_syn=n_syn, lam=lam, chains=chains,
-                                         generations=generations, dtype=dtype, loop=loop)
-                rows.append(dict(base, engine="madjax", n_syn=n_syn, chain_gen_per_s=rate, compile_s=comp))
+                for factor in factors:
+                    if factor == "auto":
+                        factor = choose_factor(loop, dim, n_ini=n_real, n_real=n_real, n_syn=n_syn)
+                    for every in w2_every:
+                        rate, comp = time_madjax(dim=dim, n_real=n_real, n_syn=n_syn, lam=lam, chains=chains,
+                                                 generations=generations, dtype=dtype, loop=loop, factor=factor,
+                                                 w2_every=every)
+                        rows.append(dict(base, engine="madjax", n_syn=n_syn, factor=factor, w2_every=every,
+                                         chain_gen_per_s=rate, compile_s=comp))
+                        if progress:
+                            progress(rows[-1])
                 if naive_chains > 0:
                     rate = time_naive(dim=dim, n_real=n_real, n_syn=n_syn, lam=lam, chains=naive_chains,
                                       generations=naive_generations, dtype=dtype)
                     rows.append(dict(base, engine="numpy-naive", n_syn=n_syn, chains=naive_chains,
                                      chain_gen_per_s=rate, compile_s=None))
-                if progress:
-                    progress(rows[-1])
+                    if progress:
+                        progress(rows[-1])
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'engine':<12} {'dim':>4} {'n_syn':>8} {'chains':>7} {'dtype':<8} {'chain-gen/s':>12} {'compile s':>9}"
+    head = (f"{'engine':<12} {'factor':<9} {'w2 every':>8} {'dim':>4} {'n_syn':>8} {'chains':>7} {'dtype':<8} "
+            f"{'chain-gen/s':>12} {'compile s':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         comp = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
         n_syn = "-" if r["n_syn"] is None else str(r["n_syn"])
-        lines.append(f"{r['engine']:<12} {r['dim']:>4} {n_syn:>8} {r['chains']:>7} {r['dtype']:<8} "
-                     f"{r['chain_gen_per_s']:>12.4g} {comp:>9}")
+        lines.append(f"{r['engine']:<12} {r.get('factor', '-'):<9} {r.get('w2_every', '-')!s:>8} {r['dim']:>4} "
+                     f"{n_syn:>8} {r['chains']:>7} {r['dtype']:<8} {r['chain_gen_per_s']:>12.4g} {comp:>9}")
     return "\n".join(lines)
 
 
@@ -165,8 +189,10 @@ def bench_cli(args) -> dict:
     generations = check_int("generations", args.generations, minimum=1)
     dtype = check_dtype("float64" if args.x64 else args.dtype)
     naive = check_int("naive_chains", args.naive_chains, minimum=0)
+    factors = [check_choice("factor", f, ("auto",) + FACTORS) for f in args.factor]
+    every = [check_int("w2_every", k, minimum=1) for k in args.w2_every]
     rows = bench_rows(dims=dims, n_real=n_real, n_syns=n_syns, lam=lam, chains_list=chains_list,
-                      generations=generations, dtype=dtype, naive_chains=naive)
+                      generations=generations, dtype=dtype, naive_chains=naive, factors=factors, w2_every=every)
     result = {"rows": rows, "machine": machine()}
     print(json.dumps(result) if args.json else format_table(rows))
     return result

@@ -49,6 +49,10 @@ def _float_list(text: str) -> list[float]:
     return _positive_list(text, float)
 
 
+def _str_list(text: str) -> list[str]:
+    return _positive_list(text, str)
+
+
 def _add_common(p: argparse.ArgumentParser, *, x64: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -88,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-fraction", type=float, default=None, help="real fraction p of --n-total")
     p.add_argument("--n-total", type=int, default=None, help="total training-set size with --real-fraction")
     p.add_argument("--engine", default="exact", help="exact (sufficient statistics) | sampled (draw the points)")
+    p.add_argument("--factor", default="auto",
+                   help="auto | eigh | cholesky: how each fitted covariance is factorised (default auto: Cholesky "
+                        "plus eigenvalues where every covariance has full rank, else eigh)")
+    p.add_argument("--w2-every", type=int, default=1,
+                   help="record w2 and cov_logdet every k-th generation only (NaN between; default 1)")
     p.add_argument("--chunk", type=int, default=None, help="chains per compiled batch (memory bound)")
     p.add_argument("--out", required=True, help="output NetCDF file (RUN.nc)")
     _add_common(p)
@@ -96,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("effective-size", help="WD(n_r, n_s, λ), n_e and n_e/n_r of a loop (Eq. 3)",
                        description="Steady-state Wasserstein distance of a loop and its effective sample size n_e.")
     p.add_argument("--loop", required=True, help="fresh | synthetic-augmentation")
+    p.add_argument("--w2-every", type=int, default=1,
+                   help="average W2 over every k-th generation of the steady window only (default 1)")
     p.add_argument("--dim", type=int, required=True)
     p.add_argument("--n-real", type=int, required=True)
     p.add_argument("--n-syn", type=int, default=None)
@@ -178,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--naive-chains", type=int, default=4, help="chains timed for the naive NumPy loop")
+    p.add_argument("--factor", type=_str_list, default=["auto"],
+                   help="madjax factorisations to time: auto | eigh | cholesky (comma list)")
+    p.add_argument("--w2-every", type=_int_list, default=[1], help="W2 every k-th generation (comma list)")
     p.add_argument("--json", action="store_true")
     _add_common(p)
     return parser
@@ -191,7 +205,7 @@ def _cmd_simulate(args) -> int:
         n_syn=args.n_syn, lam=args.lam, generations=args.generations, chains=args.chains,
         memory=args.memory, accumulate=args.accumulate, real_fraction=args.real_fraction,
         n_total=args.n_total, engine=args.engine, dtype="float64" if args.x64 else "float32",
-        seed=args.seed, chunk=args.chunk, progress=not args.quiet,
+        seed=args.seed, factor=args.factor, w2_every=args.w2_every, chunk=args.chunk, progress=not args.quiet,
     )
     return 0
 
@@ -202,7 +216,7 @@ def _cmd_effective_size(args) -> int:
     result = effective_size_cli(
         loop=args.loop, dim=args.dim, n_real=args.n_real, n_syn=args.n_syn, lam=args.lam,
         memory=args.memory, chains=args.chains, seed=args.seed, threshold=args.threshold,
-        dtype="float64" if args.x64 else "float32", progress=not args.quiet,
+        dtype="float64" if args.x64 else "float32", w2_every=args.w2_every, progress=not args.quiet,
     )
     if args.json:
         print(json.dumps(result))

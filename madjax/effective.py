@@ -33,8 +33,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from madjax.loops import LoopParams, LoopSpec, chain_keys, padded_chain_ids, run_chain, stack_params
-from madjax.validation import ParameterError, check_choice, check_dtype, check_int, check_lam
+from madjax.loops import (
+    LoopParams,
+    LoopSpec,
+    chain_keys,
+    choose_factor,
+    padded_chain_ids,
+    run_chain,
+    stack_params,
+)
+from madjax.validation import (
+    ParameterError,
+    check_choice,
+    check_dtype,
+    check_int,
+    check_lam,
+)
 
 EFFECTIVE_LOOPS = ("fresh", "synthetic-augmentation")
 TOL = 1e-3  # burn-in: the initial model's influence decays below this factor
@@ -91,7 +105,8 @@ def _steady_chain(key, params, burn, spec, generations):
     w2 = run_chain(key, params, spec, generations).w2
     t = jnp.arange(1, generations + 1)
     mid = burn + (generations - burn) // 2
-    avg = lambda m: jnp.sum(jnp.where(m, w2, 0.0)) / jnp.maximum(jnp.sum(m), 1)  # noqa: E731
+    recorded = jnp.mod(t - 1, spec.w2_every) == 0  # w2_every > 1: average the recorded generations only
+    avg = lambda m: jnp.sum(jnp.where(m & recorded, w2, 0.0)) / jnp.maximum(jnp.sum(m & recorded), 1)  # noqa: E731
     return SteadyState(avg(t > burn), avg((t > burn) & (t <= mid)), avg(t > mid))
 
 
@@ -126,18 +141,40 @@ def summarize(state: SteadyState, burn: int, generations: int) -> WDEstimate:
     return WDEstimate(float(window.mean()), float(se), converged, int(burn), int(generations))
 
 
+def cell_factor(loop: str, dim: int, cell: dict) -> str:
+    """The factorisation of one cell (:func:`madjax.loops.choose_factor`): a property of the cell alone."""
+    return choose_factor(loop, dim, n_ini=cell.get("n_ini", max(cell["n_real"], 2)), n_real=cell["n_real"],
+                         n_syn=cell["n_syn"])
+
+
 def steady_wd_cells(cells: list[dict], *, loop: str, dim: int, chains: int, seed: int, dtype: str = "float32",
                     memory_slots: int = 1, batch: int | None = None, extend: int = 2,
-                    horizon_T: int | None = None) -> list[WDEstimate]:
-    """WD for a list of cells (dicts of LoopParams fields), one compilation per T.
+                    horizon_T: int | None = None, w2_every: int = 1) -> list[WDEstimate]:
+    """WD for a list of cells (dicts of LoopParams fields), one compilation per T and factorisation.
 
     All cells share the chain keys (common random numbers) and one horizon T,
     the largest any cell needs (or ``horizon_T``, so that a sweep's cells do not
     depend on how they are batched); each cell discards its own burn-in. Cells
     that fail the convergence check are rerun with T doubled, up to ``extend``
-    times.
+    times. Cells whose covariances all have full rank run the Cholesky route,
+    the others ``eigh`` (:func:`cell_factor`); ``w2_every = k`` averages W2
+    over every k-th generation of the window only.
     """
-    spec = LoopSpec(kind=loop, dim=dim, memory=memory_slots, dtype=dtype)
+    groups: dict[str, list[int]] = {}
+    for i, cell in enumerate(cells):
+        groups.setdefault(cell_factor(loop, dim, cell), []).append(i)
+    results: list[WDEstimate | None] = [None] * len(cells)
+    for factor, idx in groups.items():
+        spec = LoopSpec(kind=loop, dim=dim, memory=memory_slots, dtype=dtype, factor=factor, w2_every=w2_every)
+        for i, est in zip(idx, _steady_wd_group([cells[i] for i in idx], spec, chains=chains, seed=seed,
+                                                batch=batch, extend=extend, horizon_T=horizon_T)):
+            results[i] = est
+    return results
+
+
+def _steady_wd_group(cells: list[dict], spec: LoopSpec, *, chains: int, seed: int, batch: int | None, extend: int,
+                     horizon_T: int | None) -> list[WDEstimate]:
+    dim, dtype, memory_slots = spec.dim, spec.dtype, spec.memory
     burns = [burn_in(c["n_real"], c["n_syn"], c.get("memory", 1)) for c in cells]
     generations = horizon_T or max(horizon(b) for b in burns)
     results: list[WDEstimate | None] = [None] * len(cells)
@@ -268,8 +305,12 @@ def result_record(est: WDEstimate, ne: EffectiveSize, n_real: int, chains: int) 
 
 
 def effective_size(*, loop="fresh", dim, n_real, n_syn, lam=1.0, memory=1, chains=256, seed=0,
-                   dtype="float32") -> dict:
+                   dtype="float32", w2_every=1) -> dict:
     """WD(n_r, n_s, λ), n_e and n_e/n_r with standard errors (Eq. 2, 3).
+
+    ``w2_every = k`` averages W2 over every k-th generation of the steady
+    window (consecutive generations are strongly correlated, so the standard
+    error grows far less than √k; it is reported as measured).
 
     Returns:
       dict with ``wd``, ``wd_se``, ``n_e``, ``n_e_se``, ``n_e_ratio``,
@@ -285,9 +326,11 @@ def effective_size(*, loop="fresh", dim, n_real, n_syn, lam=1.0, memory=1, chain
         loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype)
     if n_syn is None:
         raise ParameterError("n_syn", "is required (or use threshold search)")
+    w2_every = check_int("w2_every", w2_every, minimum=1)
     table = edist_table(dim, dtype)
     cell = dict(n_real=n_real, n_syn=n_syn, lam=lam, memory=memory)
-    (est,) = steady_wd_cells([cell], loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory)
+    (est,) = steady_wd_cells([cell], loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory,
+                             w2_every=w2_every)
     return result_record(est, invert(table, est.wd, est.wd_se), n_real, chains)
 
 
@@ -353,10 +396,11 @@ def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=
             "threshold_grid": s_all.tolist(), "threshold_ratio": r_all.tolist()}
 
 
-def effective_size_cli(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, threshold, dtype,
+def effective_size_cli(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, threshold, dtype, w2_every=1,
                        progress=True) -> dict:
     """``madjax effective-size``: validation first, then one or two computations."""
     _validate(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype)
+    w2_every = check_int("w2_every", w2_every, minimum=1)
     if threshold and n_syn is not None:
         raise ParameterError("threshold", "searches n_s itself: omit --n-syn")
     if not threshold and n_syn is None:
@@ -372,7 +416,7 @@ def effective_size_cli(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, t
         result.update({k: found[k] for k in ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")})
         return result
     return effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn, lam=lam, memory=memory, chains=chains,
-                          seed=seed, dtype=dtype)
+                          seed=seed, dtype=dtype, w2_every=w2_every)
 
 
 def format_result(result: dict) -> str:

@@ -19,10 +19,23 @@ bias λ from ``N(μ̂, λ Σ̂)``. Two engines implement it behind the same
   masked buffer and fits them (two-pass mean and scatter). It is the ground
   truth the exact engine is tested against.
 
-Both share the fitted-model record :class:`GaussianParams`, computed with one
-``eigh`` per fit: ``Σ = V diag(e) Vᵀ`` gives the square root
-``L = V diag(sqrt(max(e, 0)))`` used for sampling (Cholesky returns NaN on the
-singular Σ that is normal here), the W2 distance and the log-determinant.
+Both share the fitted-model record :class:`GaussianParams`. Sampling needs any
+square root ``L Lᵀ = Σ``; the W2 distance and the log-determinant need the
+eigenvalues of Σ. Two factorisations provide them (``factor``):
+
+* ``"eigh"`` (always valid): one ``eigh``, ``Σ = V diag(e) Vᵀ``, gives
+  ``L = V diag(sqrt(max(e, 0)))`` and e at once. It is the only choice when Σ
+  is singular by construction (rank < d), where Cholesky returns NaN.
+* ``"cholesky"`` (for Σ of full analytic rank): the Cholesky factor for
+  sampling, and the eigenvalues alone, without eigenvectors, from LAPACK's
+  tridiagonal reduction plus bisection (``eigh_tridiagonal``), only when a
+  diagnostic asks for them. On a CPU, jax's ``eigh`` always computes the
+  eigenvectors, which makes it ~3× the cost of this pair (benchmarks/README.md).
+  A Σ that is full rank in exact arithmetic but not numerically positive
+  definite in the working precision gets a diagonal jitter of
+  ``100·d·eps·max diag Σ`` before Cholesky (a few times the level at which
+  ``eigh`` itself clips rounding-negative eigenvalues); such fits are flagged
+  in ``GaussianParams.jitter`` and reported as ``underflow``.
 
 Ranks are tracked analytically: a set of n points spans an affine subspace of
 dimension at most ``n − 1``; points sampled from a model of rank r span at
@@ -38,6 +51,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.linalg import eigh_tridiagonal
 
 from madjax.base import Array
 
@@ -81,8 +95,13 @@ class GaussianParams(NamedTuple):
       cov: ``(d, d)`` Σ (symmetric, positive semi-definite).
       eigvals: ``(d,)`` eigenvalues of Σ, ascending; the ``d − rank`` smallest
         are set to exactly 0 (the rest may be slightly negative from rounding).
-      sqrt: ``(d, d)`` ``L = V diag(sqrt(max(e, 0)))`` with ``L Lᵀ = Σ``.
+        NaN where the fit used ``factor="cholesky"``, which computes them only
+        when :func:`diagnose` asks.
+      sqrt: ``(d, d)`` a square root L with ``L Lᵀ = Σ``:
+        ``V diag(sqrt(max(e, 0)))`` (``"eigh"``) or lower-triangular (``"cholesky"``).
       rank: ``()`` int32, analytic rank of Σ.
+      jitter: ``()`` int32, 1 where the Cholesky factor needed a diagonal
+        jitter (always 0 for ``"eigh"``).
     """
 
     mean: Array
@@ -90,6 +109,7 @@ class GaussianParams(NamedTuple):
     eigvals: Array
     sqrt: Array
     rank: Array
+    jitter: Array
 
 
 class GaussianEngine(NamedTuple):
@@ -121,16 +141,90 @@ def union_rank(ranks: Array, dim: int) -> Array:
     return jnp.minimum(jnp.sum(ranks + 1), dim + 1).astype(jnp.int32) - 1
 
 
-def params_from_moments(mean: Array, cov: Array, rank: Array) -> GaussianParams:
-    """Decompose Σ once (``eigh``) into the record used for sampling and diagnostics."""
-    cov = 0.5 * (cov + cov.T)  # eigh reads one triangle: make both agree
+FACTORS = ("eigh", "cholesky")
+
+# Cholesky retry: diagonal jitter 100·d·eps·max(diag Σ).
+_JITTER = 100.0
+
+def params_from_moments(mean: Array, cov: Array, rank: Array, factor: str = "eigh") -> GaussianParams:
+    """Factorise Σ once into the record used for sampling and diagnostics (module docstring).
+
+    Args:
+      mean: ``(d,)`` μ.
+      cov: ``(d, d)`` Σ.
+      rank: ``()`` analytic rank of Σ.
+      factor: ``"eigh"`` or ``"cholesky"`` (static; ``"cholesky"`` assumes rank d).
+    """
+    cov = 0.5 * (cov + cov.T)  # both factorisations read one triangle: make both agree
+    rank = jnp.asarray(rank, jnp.int32)
+    if factor == "cholesky":
+        sqrt, jitter = cholesky_factor(cov)
+        nan = jnp.full(mean.shape, jnp.nan, cov.dtype)
+        return GaussianParams(mean=mean, cov=cov, eigvals=nan, sqrt=sqrt, rank=rank, jitter=jitter)
     eigvals, vecs = jnp.linalg.eigh(cov)
+    eigvals = _zero_null_space(eigvals, rank)
+    sqrt = vecs * jnp.sqrt(jnp.maximum(eigvals, 0.0))[None, :]
+    return GaussianParams(mean=mean, cov=cov, eigvals=eigvals, sqrt=sqrt, rank=rank, jitter=jnp.int32(0))
+
+
+def _zero_null_space(eigvals: Array, rank: Array) -> Array:
     # The d − rank smallest eigenvalues are zero by construction; rounding makes
     # them ±eps·max(e), whose square roots would bias W2 and widen the support.
     dim = eigvals.shape[-1]
-    eigvals = jnp.where(jnp.arange(dim) < dim - rank, 0.0, eigvals)
-    sqrt = vecs * jnp.sqrt(jnp.maximum(eigvals, 0.0))[None, :]
-    return GaussianParams(mean=mean, cov=cov, eigvals=eigvals, sqrt=sqrt, rank=jnp.asarray(rank, jnp.int32))
+    return jnp.where(jnp.arange(dim) < dim - rank, 0.0, eigvals)
+
+
+def _scale(cov: Array) -> Array:
+    """``max diag Σ``, or 1 where Σ = 0: rescaling by it keeps Σ → 0 (λ < 1) out of the subnormals."""
+    s = jnp.max(jnp.diagonal(cov))
+    return jnp.where(s > 0, s, 1.0)
+
+
+def cholesky_factor(cov: Array) -> tuple[Array, Array]:
+    """Lower-triangular L with ``L Lᵀ = Σ`` (+ jitter where Σ is numerically indefinite).
+
+    Σ is rescaled by ``s = max diag Σ`` first. The factor is that of
+    ``Σ/s + δ I`` with ``δ = 0`` where a first Cholesky of ``Σ/s`` succeeds
+    and ``δ = 100·d·eps`` where it fails (a non-finite factor): two Cholesky
+    calls, cheap next to the rest of a generation, the second fed by the
+    outcome of the first (see :func:`symmetric_eigvals` for why every LAPACK
+    call here must depend on the previous one).
+
+    Returns:
+      ``(L, jitter)``: the factor (0 for Σ = 0, NaN if the retry failed too) and
+      ``()`` int32, 1 where the jittered factor was used.
+    """
+    dim = cov.shape[-1]
+    s = _scale(cov)
+    c = cov / s
+    failed = ~jnp.all(jnp.isfinite(jnp.linalg.cholesky(c)))
+    delta = jnp.where(failed, _JITTER * dim * jnp.finfo(cov.dtype).eps, 0.0).astype(cov.dtype)
+    chol = jnp.linalg.cholesky(c + delta * jnp.eye(dim, dtype=cov.dtype))
+    # Σ = 0 exactly (a collapse past the smallest subnormal) has the factor 0.
+    zero = jnp.max(jnp.diagonal(cov)) <= 0
+    return jnp.where(zero, 0.0, chol * jnp.sqrt(s)), (failed & ~zero).astype(jnp.int32)
+
+
+def symmetric_eigvals(cov: Array, chol: Array) -> Array:
+    """Eigenvalues of ``Σ = L Lᵀ``, ascending, without eigenvectors.
+
+    Computed as the eigenvalues of ``Lᵀ L`` (similar to ``L Lᵀ``): LAPACK's
+    Householder tridiagonalisation (``lax.linalg.tridiagonal``) then bisection
+    on Sturm sequences (``eigh_tridiagonal(eigvals_only=True)``, to an
+    absolute accuracy of eps·‖T‖, the same as ``eigh``). Σ is rescaled by its
+    largest diagonal entry so tiny Σ stays out of the subnormal range.
+
+    Why ``Lᵀ L`` rather than Σ itself: jaxlib's CPU LAPACK kernels split their
+    batch over XLA's intra-op thread pool and block until it is done. Two such
+    kernels with no data dependency (a Cholesky and a tridiagonalisation of
+    the same Σ) may start at once, each on a pool thread; on a 2-core machine
+    that leaves no thread for their batch tasks and the executable deadlocks
+    (jax 0.10.2: every thread asleep on a futex). Going through L makes the
+    reduction wait for the factorisation.
+    """
+    s = _scale(cov)
+    _, diag, off, _ = jax.lax.linalg.tridiagonal((chol.T @ chol) / s)
+    return eigh_tridiagonal(diag, off, eigvals_only=True) * s
 
 
 def standard_normal_params(dim: int, dtype) -> GaussianParams:
@@ -138,14 +232,14 @@ def standard_normal_params(dim: int, dtype) -> GaussianParams:
     eye = jnp.eye(dim, dtype=dtype)
     return GaussianParams(
         mean=jnp.zeros((dim,), dtype), cov=eye, eigvals=jnp.ones((dim,), dtype), sqrt=eye,
-        rank=jnp.asarray(dim, jnp.int32),
+        rank=jnp.asarray(dim, jnp.int32), jitter=jnp.int32(0),
     )
 
 
-def fit_moments(n: Array, mean: Array, scatter: Array, rank: Array) -> GaussianParams:
+def fit_moments(n: Array, mean: Array, scatter: Array, rank: Array, factor: str = "eigh") -> GaussianParams:
     """Eq. (1): μ̂ = x̄, Σ̂ = scatter / (n − 1) (requires n ≥ 2)."""
     denom = jnp.maximum(n - 1, 1).astype(scatter.dtype)
-    return params_from_moments(mean, scatter / denom, rank)
+    return params_from_moments(mean, scatter / denom, rank, factor)
 
 
 def bartlett_factor(key: Array, df: Array, dim: int, dtype) -> Array:
@@ -223,7 +317,7 @@ def pool_stats(parts: Stats) -> Stats:
 # ----------------------------------------------------------------------------- engines
 
 
-def gaussian_exact(dim: int, dtype="float32") -> GaussianEngine:
+def gaussian_exact(dim: int, dtype="float32", factor: str = "eigh") -> GaussianEngine:
     """The exact sufficient-statistic engine (DESIGN §2). ``Dataset`` = :class:`Stats`.
 
     Example:
@@ -242,7 +336,7 @@ def gaussian_exact(dim: int, dtype="float32") -> GaussianEngine:
 
     def fit(key, params, data: Stats) -> GaussianParams:
         del key, params  # the moment estimator is deterministic and needs no warm start
-        return fit_moments(data.n, data.mean, data.scatter, data.rank)
+        return fit_moments(data.n, data.mean, data.scatter, data.rank, factor)
 
     def concat(*parts: Stats) -> Stats:
         return pool_stats(jax.tree.map(lambda *xs: jnp.stack(xs), *parts))
@@ -260,7 +354,7 @@ def gaussian_exact(dim: int, dtype="float32") -> GaussianEngine:
     return GaussianEngine(init, fit, sample_stats, sample_real, concat, pool_init, pool_append, dim, dtype.name)
 
 
-def gaussian_sampled(dim: int, max_points: int, dtype="float32") -> GaussianEngine:
+def gaussian_sampled(dim: int, max_points: int, dtype="float32", factor: str = "eigh") -> GaussianEngine:
     """The sample-based engine: draw the points, fit them by Eq. (1).
 
     Every draw fills a buffer of ``max_points`` rows (static) of which the
@@ -285,7 +379,7 @@ def gaussian_sampled(dim: int, max_points: int, dtype="float32") -> GaussianEngi
         n = jnp.sum(data.mask).astype(jnp.int32)
         mean = (w @ data.x) / jnp.maximum(n, 1).astype(dtype)
         centred = (data.x - mean) * w[:, None]  # two-pass: centre first
-        return fit_moments(n, mean, centred.T @ centred, data.rank)
+        return fit_moments(n, mean, centred.T @ centred, data.rank, factor)
 
     def concat(*parts: Points) -> Points:
         ranks = jnp.stack([p.rank for p in parts])
@@ -331,16 +425,26 @@ class Diagnostics(NamedTuple):
     nonfinite: Array  # bool: μ_t or Σ_t holds NaN/inf
 
 
-def diagnose(params: GaussianParams) -> Diagnostics:
+def diagnose(params: GaussianParams, factor: str = "eigh") -> Diagnostics:
     """Distances of the fitted model (not the λ-scaled sampler) to ``N(0, I_d)``.
 
     ``W2² = ‖μ‖² + Σ_i (sqrt(e_i) − 1)²`` (the Bures formula with the identity),
     e_i the eigenvalues of Σ clipped at 0. ``log det Σ = Σ_i log e_i`` where the
     analytic rank is d and ``−inf`` otherwise.
+
+    Args:
+      params: the fitted model.
+      factor: how ``params`` was fitted (static): ``"eigh"`` fits carry their
+        eigenvalues, ``"cholesky"`` fits have them computed here
+        (:func:`symmetric_eigvals`).
     """
     dim = params.mean.shape[-1]
     dtype = params.mean.dtype
-    e = jnp.maximum(params.eigvals, 0.0)
+    if factor == "eigh":
+        e = params.eigvals
+    else:
+        e = _zero_null_space(symmetric_eigvals(params.cov, params.sqrt), params.rank)
+    e = jnp.maximum(e, 0.0)
     mean_sq = jnp.sum(params.mean**2)
     w2 = jnp.sqrt(mean_sq + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
     tiny = jnp.finfo(dtype).tiny
@@ -348,8 +452,21 @@ def diagnose(params: GaussianParams) -> Diagnostics:
     numeric_rank = jnp.sum(e > jnp.maximum(dim * jnp.finfo(dtype).eps * jnp.max(e), tiny))
     full = params.rank >= dim
     logdet = jnp.where(full, jnp.sum(jnp.log(jnp.maximum(e, tiny))), -jnp.inf)
+    return diagnose_moments(params)._replace(
+        w2=w2, cov_logdet=logdet.astype(dtype), underflow=(numeric_rank < params.rank) | (params.jitter > 0)
+    )
+
+
+def diagnose_moments(params: GaussianParams) -> Diagnostics:
+    """The diagnostics that need no spectrum; ``w2`` and ``cov_logdet`` are NaN.
+
+    What a loop records on the generations it skips with ``w2_every > 1``;
+    ``underflow`` then reports only Cholesky jitter.
+    """
+    dtype = params.mean.dtype
     finite = jnp.all(jnp.isfinite(params.mean)) & jnp.all(jnp.isfinite(params.cov))
+    nan = jnp.asarray(jnp.nan, dtype)
     return Diagnostics(
-        w2=w2, mean_sq_norm=mean_sq, cov_trace=jnp.trace(params.cov), cov_logdet=logdet.astype(dtype),
-        cov_rank=params.rank, underflow=numeric_rank < params.rank, nonfinite=~finite,
+        w2=nan, mean_sq_norm=jnp.sum(params.mean**2), cov_trace=jnp.trace(params.cov), cov_logdet=nan,
+        cov_rank=params.rank, underflow=params.jitter > 0, nonfinite=~finite,
     )

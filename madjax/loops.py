@@ -39,7 +39,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from madjax.base import Array
-from madjax.gaussian import Diagnostics, GaussianEngine, diagnose, gaussian_exact, gaussian_sampled
+from madjax.gaussian import (
+    FACTORS,
+    Diagnostics,
+    GaussianEngine,
+    diagnose,
+    diagnose_moments,
+    gaussian_exact,
+    gaussian_sampled,
+)
 from madjax.validation import ParameterError, check_choice, check_int
 
 LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
@@ -59,6 +67,15 @@ class LoopSpec:
       dim: dimension d.
       max_points: buffer rows per draw of the sampled engine (ignored by exact).
       dtype: ``"float32"`` or ``"float64"``.
+      factor: ``"eigh"`` (always valid) or ``"cholesky"`` (Cholesky for sampling,
+        eigenvalues without eigenvectors for the diagnostics; valid when every
+        fit has full rank by construction, see :func:`choose_factor`), module
+        docstring of :mod:`madjax.gaussian`.
+      w2_every: compute the spectral diagnostics (``w2``, ``cov_logdet``,
+        ``underflow`` from the spectrum) only on generations 1, 1 + k, 1 + 2k, …
+        and record NaN on the others. With ``factor="cholesky"`` nothing else
+        needs the spectrum, so the skipped generations cost a Cholesky instead
+        of an eigen-solve (benchmarks/README.md).
     """
 
     kind: str
@@ -68,10 +85,14 @@ class LoopSpec:
     engine: str = "exact"
     max_points: int = 0
     dtype: str = "float32"
+    factor: str = "eigh"
+    w2_every: int = 1
 
     def __post_init__(self):
         check_choice("loop", self.kind, LOOPS)
         check_choice("engine", self.engine, ENGINES)
+        check_choice("factor", self.factor, FACTORS)
+        check_int("w2_every", self.w2_every, minimum=1)
         check_int("dim", self.dim, minimum=1)
         check_int("memory", self.memory, minimum=1)
         if self.accumulate and self.memory > 1:
@@ -81,8 +102,38 @@ class LoopSpec:
 
     def engine_model(self) -> GaussianEngine:
         if self.engine == "exact":
-            return gaussian_exact(self.dim, self.dtype)
-        return gaussian_sampled(self.dim, self.max_points, self.dtype)
+            return gaussian_exact(self.dim, self.dtype, self.factor)
+        return gaussian_sampled(self.dim, self.max_points, self.dtype, self.factor)
+
+    def diagnose(self, model, t) -> Diagnostics:
+        """Diagnostics of generation ``t``'s model; spectral ones only every ``w2_every``-th."""
+        if self.w2_every == 1:
+            return diagnose(model, self.factor)
+        # t is the scan's own counter, shared by all chains: under vmap this
+        # stays a real branch, so skipped generations skip the eigen-solve.
+        return jax.lax.cond(jnp.mod(t - 1, self.w2_every) == 0, lambda m: diagnose(m, self.factor),
+                            diagnose_moments, model)
+
+
+def full_rank(kind: str, dim: int, *, n_ini, n_real, n_syn) -> bool:
+    """Whether every fitted Σ of the loop has rank d by construction, for all cells given.
+
+    A set of n points from a rank-d Gaussian spans d dimensions iff n ≥ d + 1;
+    a union of groups spans at least as much as its largest. By induction from
+    G¹ (fitted to n_ini points, or to D_r in synthetic augmentation), every
+    model has rank d iff each training set holds ≥ d + 1 points: the smallest
+    is generation 2's (accumulation and memory only add points or groups).
+    Sizes may be scalars or arrays (all cells of a grid).
+    """
+    n_ini, n_real, n_syn = (np.asarray(v, np.int64) for v in (n_ini, n_real, n_syn))
+    first = n_real if kind == "synthetic-augmentation" else n_ini
+    later = n_syn if kind == "fully-synthetic" else n_real + n_syn
+    return bool(np.all(first >= dim + 1) and np.all(later >= dim + 1))
+
+
+def choose_factor(kind: str, dim: int, *, n_ini, n_real, n_syn) -> str:
+    """``"cholesky"`` where :func:`full_rank` holds for every cell, else ``"eigh"``."""
+    return "cholesky" if full_rank(kind, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn) else "eigh"
 
 
 class LoopParams(NamedTuple):
@@ -177,7 +228,8 @@ def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int) 
     support = first.rank if spec.kind == "fully-synthetic" else jnp.int32(spec.dim)
     state = ChainState(models=models, real=first_data, pool=eng.pool_init(generations), support=support)
 
-    def step(state: ChainState, t):
+    def step(carry, t):
+        state, previous = carry
         k_real, k_syn, k_fit = jax.random.split(jax.random.fold_in(key, t), 3)
         synthetic = _synthetic(k_syn, spec, eng, state.models, params, t)
         pool = state.pool
@@ -194,11 +246,15 @@ def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int) 
         model = eng.fit(k_fit, reference, train)
         slot = jnp.mod(t - 1, slots)
         models = jax.tree.map(lambda buf, x: buf.at[slot].set(x), state.models, model)
-        return state._replace(models=models, pool=pool), diagnose(model)
+        return (state._replace(models=models, pool=pool), spec.diagnose(model, t)), previous
 
-    _, records = jax.lax.scan(step, state, jnp.arange(2, generations + 1, dtype=jnp.int32))
-    first_record = diagnose(first)
-    return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first_record, records)
+    # The scan carries each generation's record and emits it one step later, so
+    # that it reads generation 1's: jaxlib's CPU LAPACK kernels deadlock when two
+    # of them run at once (gaussian.symmetric_eigvals), and this makes every
+    # factorisation of the loop wait for the one before.
+    carry = (state, spec.diagnose(first, jnp.int32(1)))
+    (_, last), records = jax.lax.scan(step, carry, jnp.arange(2, generations + 1, dtype=jnp.int32))
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), records, last)
 
 
 def padded_chain_ids(start: int, count: int) -> tuple[Array, int]:

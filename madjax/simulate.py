@@ -18,7 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from madjax.loops import LOOPS, LoopParams, LoopSpec, padded_chain_ids, run_chains_jit
+from madjax.gaussian import FACTORS
+from madjax.loops import (
+    LOOPS,
+    LoopParams,
+    LoopSpec,
+    choose_factor,
+    padded_chain_ids,
+    run_chains_jit,
+)
 from madjax.validation import (
     ParameterError,
     check_choice,
@@ -57,12 +65,14 @@ class SimulationConfig:
     engine: str
     dtype: str
     seed: int
+    factor: str = "eigh"
+    w2_every: int = 1
 
     def spec(self) -> LoopSpec:
         max_points = max(self.n_ini, self.n_real, self.n_syn, 2)
         return LoopSpec(kind=self.loop, dim=self.dim, memory=self.memory, accumulate=self.accumulate,
                         engine=self.engine, max_points=max_points if self.engine == "sampled" else 0,
-                        dtype=self.dtype)
+                        dtype=self.dtype, factor=self.factor, w2_every=self.w2_every)
 
     def params(self) -> LoopParams:
         return LoopParams.create(n_ini=self.n_ini, n_real=self.n_real, n_syn=self.n_syn, lam=self.lam,
@@ -71,15 +81,19 @@ class SimulationConfig:
 
 def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn=None, lam=1.0,
                 generations, chains=1, memory=1, accumulate=False, real_fraction=None, n_total=None,
-                engine="exact", dtype="float32", seed=0) -> SimulationConfig:
+                engine="exact", dtype="float32", seed=0, factor="auto", w2_every=1) -> SimulationConfig:
     """Validate a simulation request (raises :class:`ParameterError` naming the parameter).
 
     Sizes per loop (DESIGN §10): fully-synthetic takes ``n_ini`` and ``n_syn``
     (``n_real`` omitted or 0); synthetic-augmentation fits G¹ on D_r, so
     ``n_ini`` is omitted or equals ``n_real``; fresh takes all three.
     ``real_fraction`` and ``n_total`` together replace ``n_real``/``n_syn``.
+    ``factor="auto"`` picks Cholesky where every Σ_t has full rank by
+    construction and ``eigh`` otherwise (:func:`madjax.loops.choose_factor`).
     """
     check_choice("model", model, MODELS)
+    check_choice("factor", factor, ("auto",) + FACTORS)
+    w2_every = check_int("w2_every", w2_every, minimum=1)
     check_choice("loop", loop, LOOPS)
     check_choice("engine", engine, ("exact", "sampled"))
     dtype = check_dtype(dtype)
@@ -125,10 +139,19 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
         raise ParameterError(name, f"a training set needs at least 2 points, got n_real + n_syn = {n_real + n_syn}")
     if accumulate and n_syn * (generations - 1) + n_real >= 2**31:
         raise ParameterError("n_syn", "the accumulated pool exceeds 2**31 points")
+    if model == "gaussian":
+        best = choose_factor(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn)
+        if factor == "auto":
+            factor = best
+        elif factor == "cholesky" and best != "cholesky":
+            raise ParameterError("factor", f"cholesky needs every training set to hold at least d + 1 = {dim + 1} "
+                                           "points (a singular covariance has no Cholesky factor); use eigh or auto")
+    else:
+        factor = "eigh"  # unused by the GMM
     return SimulationConfig(model=model, loop=loop, dim=dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn,
                             lam=lam, generations=generations, chains=chains, memory=memory,
                             accumulate=bool(accumulate), real_fraction=real_fraction, n_total=n_total,
-                            engine=engine, dtype=dtype, seed=seed)
+                            engine=engine, dtype=dtype, seed=seed, factor=factor, w2_every=w2_every)
 
 
 def default_chunk(spec: LoopSpec, chains: int) -> int:
@@ -228,7 +251,8 @@ def _provenance(config: SimulationConfig) -> dict:
 
 def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn=None, lam=1.0,
              generations, chains=1, memory=1, accumulate=False, real_fraction=None, n_total=None,
-             engine="exact", dtype="float32", seed=0, chunk=None, progress=False) -> xr.Dataset:
+             engine="exact", dtype="float32", seed=0, factor="auto", w2_every=1, chunk=None,
+             progress=False) -> xr.Dataset:
     """Simulate ``chains`` independent chains of a self-consuming loop.
 
     Args mirror the command-line options (DESIGN §10): ``loop`` is
@@ -236,7 +260,11 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
     ``n_ini``, ``n_real``, ``n_syn`` (or ``real_fraction`` with ``n_total``);
     ``lam`` the sampling bias λ ∈ (0, 1]; ``memory`` K; ``accumulate`` the
     growing synthetic pool; ``engine`` ``"exact"`` or ``"sampled"``;
-    ``dtype="float64"`` needs jax's x64 mode.
+    ``dtype="float64"`` needs jax's x64 mode; ``factor`` ``"auto"``,
+    ``"eigh"`` or ``"cholesky"`` (:class:`~madjax.loops.LoopSpec`);
+    ``w2_every=k`` records ``w2`` and ``cov_logdet`` on generations
+    1, 1 + k, … only (NaN elsewhere), which with Cholesky skips the
+    eigenvalue solve on the others.
 
     Returns:
       ``xarray.Dataset`` with dims ``(chain, generation)``, generation = 1..T.
@@ -258,7 +286,7 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
     config = make_config(model=model, loop=loop, dim=dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn,
                          lam=lam, generations=generations, chains=chains, memory=memory,
                          accumulate=accumulate, real_fraction=real_fraction, n_total=n_total,
-                         engine=engine, dtype=dtype, seed=seed)
+                         engine=engine, dtype=dtype, seed=seed, factor=factor, w2_every=w2_every)
     if chunk is not None:
         check_int("chunk", chunk, minimum=1)
     if config.model == "gmm":

@@ -52,6 +52,9 @@ BAD_CLI = [
     (["--real-fraction", "0.5", "--n-total", "10"], "--real-fraction"),  # together with --n-real/--n-syn
     (["--memory", "2", "--accumulate"], "--memory"),
     (["--lam", "abc"], "--lam"),
+    (["--factor", "qr"], "--factor"),
+    (["--factor", "cholesky", "--n-ini", "2"], "--factor"),  # G¹ from 2 points is singular: no Cholesky factor
+    (["--w2-every", "0"], "--w2-every"),
     (["--bogus"], "bogus"),
     (["--x64-typo"], "x64-typo"),
 ]
@@ -98,6 +101,7 @@ def test_cli_fraction_form_and_loop_specific_sizes(tmp_path, capsys):
     (dict(loop="nope"), "loop"), (dict(engine="nope"), "engine"), (dict(n_syn=-1), "n_syn"),
     (dict(real_fraction=2.0, n_real=None, n_syn=None, n_total=10), "real_fraction"),
     (dict(dtype="float64"), "dtype"),
+    (dict(factor="cholesky", n_ini=2), "factor"), (dict(w2_every=0), "w2_every"),
 ])
 def test_python_api_raises_value_error_naming_the_parameter(kwargs, param):
     base = dict(loop="fresh", dim=2, n_ini=4, n_real=3, n_syn=5, generations=2, chains=2)

@@ -41,10 +41,14 @@ reproducing both trains each run once.
 * ``paper`` -- MNIST (``$MADJAX_DATA``), n = 60k per generation as in the
   paper, 10k evaluation samples against the 10k test images; Fig. 9-ddpm
   with n_r = n_s = 2000. GPU-scale: checked here with ``--dry-run``.
-* ``quick`` -- the bundled 8×8 digits (1 501 training images), a T = 100
-  chain, a small U-Net; sizes chosen so each figure (4 + 14 together, 8 + 28
-  + 29 together) runs on a 2-core CPU within about 20 minutes and shows the
-  paper's trends (README: measured times and values).
+* ``quick`` -- the bundled 8×8 digits (1 501 training images, 296 test
+  images as the reference), the quick DDPM of ``madjax train`` (T = 100
+  diffusion steps, minibatch 32, every generation trained from scratch:
+  :data:`madjax.deep.runner.DDPM_LOOP_CHANGES`); n = 1000 in the fully
+  synthetic loop, D_r = n_s = 500 in the synthetic-augmentation loops,
+  n_r = n_s = 250 in the fresh loop. Measured on this project's 2-core CPU
+  while other jobs ran: Figs 4 + 14 in 14 min, Figs 8 + 28 + 29 in 12 min,
+  Fig. 9-ddpm in about 11 min (README: the values).
 * ``smoke`` -- tiny network, 50-step chain, 2 generations: every code path
   in seconds (tests).
 

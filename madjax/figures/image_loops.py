@@ -183,12 +183,13 @@ def _write_baseline(family_dir: str, source, evaluation, seed: int) -> None:
 
 
 def _add_timing(family_dir: str, tag: str, seconds: float) -> None:
+    """Add ``seconds`` to the wall time of run ``tag``: a resumed run adds what it spent."""
     path = os.path.join(family_dir, "timings.json")
     timings = {}
     if os.path.exists(path):
         with open(path) as f:
             timings = json.load(f)
-    timings[tag] = round(seconds, 1)
+    timings[tag] = round(timings.get(tag, 0.0) + seconds, 1)
     with open(path, "w") as f:
         json.dump(timings, f, indent=2)
 

@@ -23,7 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from madjax.effective import admissibility_threshold, burn_in, horizon_level
+from madjax.effective import (
+    admissibility_threshold,
+    burn_in,
+    cell_factor,
+    horizon_level,
+)
 from madjax.figures import Figure
 from madjax.loops import LoopParams, LoopSpec, run_cells_jit, stack_params
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
@@ -153,20 +158,25 @@ def get_config(fig: str, preset: str) -> PhaseConfig:
 def _run_trajectory(cfg: PhaseConfig, out: str, seed: int, progress: bool) -> None:
     """Mean W2 (and its se over chains) per generation for every (λ, n_ini) cell."""
     (name, grid, fixed), = cfg.sweeps
-    spec = LoopSpec(kind=cfg.loop, dim=cfg.dim)
     store = CellStore(os.path.join(out, f"{name}.zarr"), grid,
                       {"wd": (("generation",), (cfg.generations,), np.float64, np.nan),
                        "wd_se": (("generation",), (cfg.generations,), np.float64, np.nan)},
                       {"sweep": json.dumps({"cfg": dataclasses.asdict(cfg), "seed": seed}, sort_keys=True, default=str)})
     combos = store.cells()
     keys = list(grid)
-    params = stack_params([LoopParams.create(**cell_params({**fixed, **{k: grid[k][i] for k, i in zip(keys, idx)}}))
-                           for idx in combos])
+    cells = {idx: cell_params({**fixed, **{k: grid[k][i] for k, i in zip(keys, idx)}}) for idx in combos}
     done = store.done()
-    if not all(done[idx] for idx in combos):
+    # One compiled call per factorisation: each cell's route depends on its own sizes only.
+    by_factor: dict[str, list] = {}
+    for idx in combos:
+        if not done[idx]:
+            by_factor.setdefault(cell_factor(cfg.loop, cfg.dim, cells[idx]), []).append(idx)
+    for factor, todo in by_factor.items():
+        spec = LoopSpec(kind=cfg.loop, dim=cfg.dim, factor=factor)
+        params = stack_params([LoopParams.create(**cells[idx]) for idx in todo])
         w2 = np.asarray(run_cells_jit(jax.random.key(seed), jnp.arange(cfg.chains, dtype=jnp.uint32), params, spec,
                                       cfg.generations).w2, np.float64)
-        for c, idx in enumerate(combos):
+        for c, idx in enumerate(todo):
             store.write(idx, {"wd": w2[c].mean(0), "wd_se": w2[c].std(0, ddof=1) / np.sqrt(cfg.chains)})
     store.export(os.path.join(out, f"{name}.nc"))
 
