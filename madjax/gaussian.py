@@ -100,8 +100,8 @@ class GaussianParams(NamedTuple):
       sqrt: ``(d, d)`` a square root L with ``L Lᵀ = Σ``:
         ``V diag(sqrt(max(e, 0)))`` (``"eigh"``) or lower-triangular (``"cholesky"``).
       rank: ``()`` int32, analytic rank of Σ.
-      jitter: ``()`` int32, 1 where the Cholesky factor needed a diagonal
-        jitter (always 0 for ``"eigh"``).
+      jitter: ``()`` int32, > 0 where the Cholesky factor needed a diagonal
+        jitter or fallback (:func:`cholesky_factor`; always 0 for ``"eigh"``).
     """
 
     mean: Array
@@ -191,8 +191,9 @@ def cholesky_factor(cov: Array) -> tuple[Array, Array]:
     call here must depend on the previous one).
 
     Returns:
-      ``(L, jitter)``: the factor (0 for Σ = 0, NaN if the retry failed too) and
-      ``()`` int32, 1 where the jittered factor was used.
+      ``(L, jitter)``: the factor (0 for Σ = 0) and ``()`` int32: 0 for the
+      plain factor, 1 for the jittered one, 2 where that failed too (Σ deep in
+      the subnormals) and L is the square root of diag Σ.
     """
     dim = cov.shape[-1]
     s = _scale(cov)
@@ -200,30 +201,43 @@ def cholesky_factor(cov: Array) -> tuple[Array, Array]:
     failed = ~jnp.all(jnp.isfinite(jnp.linalg.cholesky(c)))
     delta = jnp.where(failed, _JITTER * dim * jnp.finfo(cov.dtype).eps, 0.0).astype(cov.dtype)
     chol = jnp.linalg.cholesky(c + delta * jnp.eye(dim, dtype=cov.dtype))
+    # Past that, Σ has collapsed into the subnormals and its entries have lost
+    # their digits: keep the diagonal (a PSD factor; flagged like the jitter).
+    failed_again = ~jnp.all(jnp.isfinite(chol))
+    chol = jnp.where(failed_again, jnp.diag(jnp.sqrt(jnp.maximum(jnp.diagonal(c), 0.0))), chol)
     # Σ = 0 exactly (a collapse past the smallest subnormal) has the factor 0.
     zero = jnp.max(jnp.diagonal(cov)) <= 0
-    return jnp.where(zero, 0.0, chol * jnp.sqrt(s)), (failed & ~zero).astype(jnp.int32)
+    jitter = (failed.astype(jnp.int32) + failed_again.astype(jnp.int32)) * (~zero).astype(jnp.int32)
+    return jnp.where(zero, 0.0, chol * jnp.sqrt(s)), jitter
 
 
-def symmetric_eigvals(cov: Array, chol: Array) -> Array:
-    """Eigenvalues of ``Σ = L Lᵀ``, ascending, without eigenvectors.
+def symmetric_eigvals(cov: Array, jitter: Array) -> Array:
+    """Eigenvalues, ascending and without eigenvectors, of the Σ that was factorised.
 
-    Computed as the eigenvalues of ``Lᵀ L`` (similar to ``L Lᵀ``): LAPACK's
-    Householder tridiagonalisation (``lax.linalg.tridiagonal``) then bisection
-    on Sturm sequences (``eigh_tridiagonal(eigvals_only=True)``, to an
-    absolute accuracy of eps·‖T‖, the same as ``eigh``). Σ is rescaled by its
-    largest diagonal entry so tiny Σ stays out of the subnormal range.
+    That is Σ itself where :func:`cholesky_factor` needed no help (``jitter``
+    0), ``Σ + δ s I`` where it added its jitter (1) and ``diag Σ`` where it fell
+    back to the diagonal (2). LAPACK's Householder tridiagonalisation
+    (``lax.linalg.tridiagonal``) then bisection on Sturm sequences
+    (``eigh_tridiagonal(eigvals_only=True)``, to an absolute accuracy of
+    eps·‖T‖, the same as ``eigh``). Σ is rescaled by its largest diagonal
+    entry ``s`` so tiny Σ stays out of the subnormal range.
 
-    Why ``Lᵀ L`` rather than Σ itself: jaxlib's CPU LAPACK kernels split their
-    batch over XLA's intra-op thread pool and block until it is done. Two such
-    kernels with no data dependency (a Cholesky and a tridiagonalisation of
-    the same Σ) may start at once, each on a pool thread; on a 2-core machine
-    that leaves no thread for their batch tasks and the executable deadlocks
-    (jax 0.10.2: every thread asleep on a futex). Going through L makes the
-    reduction wait for the factorisation.
+    Why the input is chosen by ``jitter``: jaxlib's CPU LAPACK kernels split
+    their batch over XLA's intra-op thread pool and block until it is done.
+    Two such kernels with no data dependency between them (a Cholesky and a
+    tridiagonalisation of the same Σ) may start at once, each on a pool
+    thread; on a 2-core machine that leaves no thread for their batch tasks
+    and the executable deadlocks (jax 0.10.2: every thread asleep on a
+    futex). ``jitter`` is computed from the Cholesky factors, so the
+    reduction waits for them, and in the normal case its input is Σ/s
+    bit for bit.
     """
+    dim = cov.shape[-1]
     s = _scale(cov)
-    _, diag, off, _ = jax.lax.linalg.tridiagonal((chol.T @ chol) / s)
+    c = cov / s
+    delta = jnp.where(jitter >= 1, _JITTER * dim * jnp.finfo(cov.dtype).eps, 0.0).astype(cov.dtype)
+    c = jnp.where(jitter >= 2, jnp.diag(jnp.diagonal(c)), c + delta * jnp.eye(dim, dtype=cov.dtype))
+    _, diag, off, _ = jax.lax.linalg.tridiagonal(c)
     return eigh_tridiagonal(diag, off, eigvals_only=True) * s
 
 
@@ -443,7 +457,7 @@ def diagnose(params: GaussianParams, factor: str = "eigh") -> Diagnostics:
     if factor == "eigh":
         e = params.eigvals
     else:
-        e = _zero_null_space(symmetric_eigvals(params.cov, params.sqrt), params.rank)
+        e = _zero_null_space(symmetric_eigvals(params.cov, params.jitter), params.rank)
     e = jnp.maximum(e, 0.0)
     mean_sq = jnp.sum(params.mean**2)
     w2 = jnp.sqrt(mean_sq + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
