@@ -47,8 +47,8 @@ reproducing both trains each run once.
   :data:`madjax.deep.runner.DDPM_LOOP_CHANGES`); n = 1000 in the fully
   synthetic loop, D_r = n_s = 500 in the synthetic-augmentation loops,
   n_r = n_s = 250 in the fresh loop. Measured on this project's 2-core CPU
-  while other jobs ran: Figs 4 + 14 in 14 min, Figs 8 + 28 + 29 in 12 min,
-  Fig. 9-ddpm in about 11 min (README: the values).
+  while other jobs ran: Figs 4 + 14 in 12 min, Figs 8 + 28 + 29 in 20 min,
+  Fig. 9-ddpm in 11 min (README: the values).
 * ``smoke`` -- tiny network, 50-step chain, 2 generations: every code path
   in seconds (tests).
 
