@@ -11,7 +11,7 @@ Presets (network and schedule: ``WGAN_CONFIGS[preset]`` of
 * ``paper`` -- MNIST, n_ini = n_syn = 60k, 100 generations, 10k evaluation
   samples against the 10k test images (GPU; ``--dry-run`` here);
 * ``quick`` -- the bundled 8×8 digits, n = 1000, a small WGAN-GP warm-started
-  every generation, T = 40 generations (a 2-core CPU in about 10 minutes;
+  every generation, T = 40 generations (9 minutes on a 2-core CPU;
   README);
 * ``smoke`` -- tiny networks, n = 96, 2 generations.
 
