@@ -146,6 +146,7 @@ FACTORS = ("eigh", "cholesky")
 # Cholesky retry: diagonal jitter 100·d·eps·max(diag Σ).
 _JITTER = 100.0
 
+
 def params_from_moments(mean: Array, cov: Array, rank: Array, factor: str = "eigh") -> GaussianParams:
     """Factorise Σ once into the record used for sampling and diagnostics (module docstring).
 
@@ -195,20 +196,28 @@ def cholesky_factor(cov: Array) -> tuple[Array, Array]:
       plain factor, 1 for the jittered one, 2 where that failed too (Σ deep in
       the subnormals) and L is the square root of diag Σ.
     """
-    dim = cov.shape[-1]
     s = _scale(cov)
     c = cov / s
-    failed = ~jnp.all(jnp.isfinite(jnp.linalg.cholesky(c)))
-    delta = jnp.where(failed, _JITTER * dim * jnp.finfo(cov.dtype).eps, 0.0).astype(cov.dtype)
-    chol = jnp.linalg.cholesky(c + delta * jnp.eye(dim, dtype=cov.dtype))
+    failed = (~jnp.all(jnp.isfinite(jnp.linalg.cholesky(c)))).astype(jnp.int32)
+    chol = jnp.linalg.cholesky(_factorised(c, failed))
     # Past that, Σ has collapsed into the subnormals and its entries have lost
     # their digits: keep the diagonal (a PSD factor; flagged like the jitter).
     failed_again = ~jnp.all(jnp.isfinite(chol))
-    chol = jnp.where(failed_again, jnp.diag(jnp.sqrt(jnp.maximum(jnp.diagonal(c), 0.0))), chol)
+    chol = jnp.where(failed_again, jnp.sqrt(jnp.maximum(_factorised(c, 2), 0.0)), chol)
     # Σ = 0 exactly (a collapse past the smallest subnormal) has the factor 0.
     zero = jnp.max(jnp.diagonal(cov)) <= 0
-    jitter = (failed.astype(jnp.int32) + failed_again.astype(jnp.int32)) * (~zero).astype(jnp.int32)
+    jitter = (failed + failed_again.astype(jnp.int32)) * (~zero).astype(jnp.int32)
     return jnp.where(zero, 0.0, chol * jnp.sqrt(s)), jitter
+
+
+def _factorised(c: Array, jitter: Array) -> Array:
+    """The matrix whose Cholesky factor :func:`cholesky_factor` returns, for rescaled Σ/s = c.
+
+    ``jitter`` 0: c; 1: ``c + 100·d·eps·I``; 2: ``diag c`` (off-diagonal zeros).
+    """
+    dim = c.shape[-1]
+    delta = jnp.where(jitter >= 1, _JITTER * dim * jnp.finfo(c.dtype).eps, 0.0).astype(c.dtype)
+    return jnp.where(jitter >= 2, jnp.diag(jnp.diagonal(c)), c + delta * jnp.eye(dim, dtype=c.dtype))
 
 
 def symmetric_eigvals(cov: Array, jitter: Array) -> Array:
@@ -232,12 +241,8 @@ def symmetric_eigvals(cov: Array, jitter: Array) -> Array:
     reduction waits for them, and in the normal case its input is Σ/s
     bit for bit.
     """
-    dim = cov.shape[-1]
     s = _scale(cov)
-    c = cov / s
-    delta = jnp.where(jitter >= 1, _JITTER * dim * jnp.finfo(cov.dtype).eps, 0.0).astype(cov.dtype)
-    c = jnp.where(jitter >= 2, jnp.diag(jnp.diagonal(c)), c + delta * jnp.eye(dim, dtype=cov.dtype))
-    _, diag, off, _ = jax.lax.linalg.tridiagonal(c)
+    _, diag, off, _ = jax.lax.linalg.tridiagonal(_factorised(cov / s, jitter))
     return eigh_tridiagonal(diag, off, eigvals_only=True) * s
 
 
@@ -442,11 +447,25 @@ class Diagnostics(NamedTuple):
 def diagnose(params: GaussianParams, factor: str = "eigh") -> Diagnostics:
     """Distances of the fitted model (not the λ-scaled sampler) to ``N(0, I_d)``.
 
-    ``W2² = ‖μ‖² + Σ_i (sqrt(e_i) − 1)²`` (the Bures formula with the identity),
-    e_i the eigenvalues of Σ clipped at 0. ``log det Σ = Σ_i log e_i`` where the
-    analytic rank is d and ``−inf`` otherwise.
+    :func:`diagnose_moments` completed by :func:`add_spectrum`.
 
     Args:
+      params: the fitted model.
+      factor: how ``params`` was fitted (static; see :func:`add_spectrum`).
+    """
+    return add_spectrum(diagnose_moments(params), params, factor)
+
+
+def add_spectrum(moments: Diagnostics, params: GaussianParams, factor: str = "eigh") -> Diagnostics:
+    """``moments`` (from :func:`diagnose_moments`) with the diagnostics that need Σ's spectrum.
+
+    ``W2² = ‖μ‖² + Σ_i (sqrt(e_i) − 1)²`` (the Bures formula with the identity),
+    e_i the eigenvalues of Σ clipped at 0. ``log det Σ = Σ_i log e_i`` where the
+    analytic rank is d and ``−inf`` otherwise. ``underflow`` adds eigenvalues
+    lost below the working precision.
+
+    Args:
+      moments: the moment diagnostics of ``params``.
       params: the fitted model.
       factor: how ``params`` was fitted (static): ``"eigh"`` fits carry their
         eigenvalues, ``"cholesky"`` fits have them computed here
@@ -459,16 +478,14 @@ def diagnose(params: GaussianParams, factor: str = "eigh") -> Diagnostics:
     else:
         e = _zero_null_space(symmetric_eigvals(params.cov, params.jitter), params.rank)
     e = jnp.maximum(e, 0.0)
-    mean_sq = jnp.sum(params.mean**2)
-    w2 = jnp.sqrt(mean_sq + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
+    w2 = jnp.sqrt(moments.mean_sq_norm + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
     tiny = jnp.finfo(dtype).tiny
     # eigh resolves eigenvalues to about d·eps·max(e): below that a value is zero.
     numeric_rank = jnp.sum(e > jnp.maximum(dim * jnp.finfo(dtype).eps * jnp.max(e), tiny))
     full = params.rank >= dim
     logdet = jnp.where(full, jnp.sum(jnp.log(jnp.maximum(e, tiny))), -jnp.inf)
-    return diagnose_moments(params)._replace(
-        w2=w2, cov_logdet=logdet.astype(dtype), underflow=(numeric_rank < params.rank) | (params.jitter > 0)
-    )
+    return moments._replace(w2=w2, cov_logdet=logdet.astype(dtype),
+                            underflow=moments.underflow | (numeric_rank < params.rank))
 
 
 def diagnose_moments(params: GaussianParams) -> Diagnostics:

@@ -43,7 +43,7 @@ from madjax.gaussian import (
     FACTORS,
     Diagnostics,
     GaussianEngine,
-    diagnose,
+    add_spectrum,
     diagnose_moments,
     gaussian_exact,
     gaussian_sampled,
@@ -107,12 +107,13 @@ class LoopSpec:
 
     def diagnose(self, model, t) -> Diagnostics:
         """Diagnostics of generation ``t``'s model; spectral ones only every ``w2_every``-th."""
+        moments = diagnose_moments(model)
         if self.w2_every == 1:
-            return diagnose(model, self.factor)
+            return add_spectrum(moments, model, self.factor)
         # t is the scan's own counter, shared by all chains: under vmap this
         # stays a real branch, so skipped generations skip the eigen-solve.
-        return jax.lax.cond(jnp.mod(t - 1, self.w2_every) == 0, lambda m: diagnose(m, self.factor),
-                            diagnose_moments, model)
+        return jax.lax.cond(jnp.mod(t - 1, self.w2_every) == 0,
+                            lambda: add_spectrum(moments, model, self.factor), lambda: moments)
 
 
 def full_rank(kind: str, dim: int, *, n_ini, n_real, n_syn) -> bool:
