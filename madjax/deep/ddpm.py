@@ -658,8 +658,8 @@ def _lam(lam):
 def _canonical(config: DDPMConfig) -> DDPMConfig:
     """``config`` with the fields that do not enter a compiled function reset.
 
-    ``epochs`` (the step count reaches the learning-rate schedule as a traced
-    value), ``warm_start`` and ``sample_chunk`` (host-side choices) do not
+    ``epochs`` (each epoch receives it as a traced value for the
+    learning-rate schedule), ``warm_start`` and ``sample_chunk`` (host-side choices) do not
     change what :func:`_compiled` compiles, so configurations differing only
     in them share one set of executables.
     """
@@ -689,7 +689,7 @@ def _compiled(config: DDPMConfig):
 
     @jax.jit
     def train_epoch(key, state: DDPMParams, x0: Array, y: Array, epoch: Array,
-                    total: Array) -> tuple[DDPMParams, Array]:
+                    epochs: Array) -> tuple[DDPMParams, Array]:
         n = x0.shape[0]
         batch = min(config.batch_size, n)
         n_batches = n // batch
@@ -703,7 +703,7 @@ def _compiled(config: DDPMConfig):
             value, grads = jax.value_and_grad(batch_loss)(params, jax.random.fold_in(k_steps, s),
                                                           x0[idx], y[idx])
             direction, opt_state = tx.update(grads, opt_state, params)
-            lr = _learning_rate(config, epoch * n_batches + s, total)
+            lr = _learning_rate(config, epoch * n_batches + s, epochs * n_batches)
             params = jax.tree.map(lambda p, d: p - lr * d, params, direction)
             decay = jnp.minimum(config.ema_decay, (1.0 + count) / (10.0 + count))
             ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
@@ -753,17 +753,15 @@ def ddpm(config: DDPMConfig = DDPMConfig(), *, progress: bool = False) -> Genera
         compilation per chunk size serves every λ.
     """
     init, train_epoch, sample_chunk = _compiled(_canonical(config))
-    batch = config.batch_size
 
     def fit(key: Array, params: DDPMParams, data: Images) -> DDPMParams:
         x0, y = _check_images(config, data)
         k_init, k_train = jax.random.split(key)
         if not config.warm_start:
             params = init(k_init)
-        total = config.epochs * (x0.shape[0] // min(batch, x0.shape[0]))  # optimiser steps in this fit
         with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch") as bar:
             for epoch in range(config.epochs):
-                params, value = train_epoch(jax.random.fold_in(k_train, epoch), params, x0, y, epoch, total)
+                params, value = train_epoch(jax.random.fold_in(k_train, epoch), params, x0, y, epoch, config.epochs)
                 bar.update(1)
                 if not bar.disable:  # the host sync only when someone is watching
                     bar.set_postfix(loss=f"{float(value):.2f}")

@@ -47,9 +47,9 @@ The quick DDPM differs from ``DDPM_CONFIGS["quick"]`` by
 :data:`DDPM_LOOP_CHANGES` (minibatch 32, every generation from scratch: fits
 that converge on their own, so the loop measures drift rather than
 continued training). The paper preset needs ``--data mnist`` (60 000
-training images; digits has 1 501, which is an error naming the size). **Image metrics**: FID, precision
-and recall (k = 5) in the feature space of a LeNet the project trains on the
-same data's training split (:func:`madjax.deep.features.lenet_features`,
+training images; digits has 1 501, which is an error naming the size).
+**Image metrics**: FID, precision and recall (k = 5) in the feature space
+of a LeNet the project trains on the same data's training split (:func:`madjax.deep.features.lenet_features`,
 cached on disk), against the **held-out test split** as the reference -- the
 same images every generation, never seen by G¹ nor by the LeNet's
 training -- and ``n_nonfinite``. The quick preset scores as many model
