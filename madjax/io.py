@@ -14,15 +14,46 @@ admissibility thresholds) carries
 A store written by an older madjax (no ``schema_version``, or a lower one)
 is refused with one line that says what to do (:func:`check_schema`) rather
 than resumed or redrawn with the wrong meaning.
+
+Files are also written, and read back, safely:
+
+* **Atomic.** Results, caches and stores are built under a hidden temporary
+  sibling name and renamed into place (:func:`atomic_path`,
+  :func:`create_store`), so a kill -9 or a full disk leaves the old file or
+  none -- never half of one. Outputs follow the umask.
+* **Checked before trusted.** A cache (:func:`save_checked_npz`,
+  :func:`load_checked_npz`) carries the key it was computed for (madjax's
+  version and every parameter its numbers depend on) and a SHA-256 of its
+  arrays; one that does not match is rebuilt with one warning line, never
+  used. A cell store's ``done`` flags are checked against its values
+  (:func:`trusted_cells`): a cell whose values are missing, unreadable or
+  non-finite is recomputed.
+* **One line.** An input file that cannot be used -- missing, truncated,
+  garbage, the wrong kind, missing variables, corrupt chunks, an empty
+  directory -- raises :class:`~madjax.validation.ParameterError` naming the
+  option and the file (``--from: DIR/fig10.nc: not a readable NetCDF file
+  (...)``): one line and exit status 2 on the command line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import itertools
 import json
+import logging
+import os
+import secrets
+import shutil
+import zipfile
+from typing import Iterator
 
+import numpy as np
 import xarray as xr
 
 from madjax.validation import ParameterError
+
+log = logging.getLogger("madjax")
 
 SCHEMA_VERSION = 2  # 1: files before the schema attribute existed
 
@@ -109,8 +140,242 @@ def check_schema(path: str, attrs: dict, param: str = "out") -> None:
                                     "upgrade madjax to read it")
 
 
-def open_checked(path: str, param: str = "from") -> xr.Dataset:
-    """Load a NetCDF file madjax wrote, refusing other schemas (:func:`check_schema`)."""
-    ds = xr.load_dataset(path)
+# Exceptions a damaged or foreign file raises in numpy, xarray, netCDF4, h5py and zarr readers.
+READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, RuntimeError,
+               zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError)
+
+
+def _reason(err: BaseException) -> str:
+    """One line describing a read error (exception messages may span lines)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def open_checked(path: str, param: str = "from", variables: tuple[str, ...] = ()) -> xr.Dataset:
+    """Load a NetCDF file madjax wrote, refusing other schemas (:func:`check_schema`), damaged files and
+    files without ``variables`` -- each with one line naming ``param`` and the file."""
+    if not os.path.isfile(path):
+        raise ParameterError(param, f"{path}: " + ("not a file" if os.path.exists(path) else "no such file"))
+    try:
+        ds = xr.load_dataset(path)
+    except READ_ERRORS as err:
+        raise ParameterError(param, f"{path}: not a readable NetCDF file ({_reason(err)})") from None
     check_schema(path, ds.attrs, param)
+    missing = [v for v in variables if v not in ds.variables]
+    if missing:
+        raise ParameterError(param, f"{path}: missing variable(s) {', '.join(missing)}")
     return ds
+
+
+def read_json(path: str, param: str) -> dict:
+    """A JSON object from ``path``; one-line :class:`ParameterError` otherwise."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = json.load(fh)
+    except FileNotFoundError:
+        raise ParameterError(param, f"{path}: no such file") from None
+    except READ_ERRORS as err:
+        raise ParameterError(param, f"{path}: not a readable JSON file ({_reason(err)})") from None
+    if not isinstance(value, dict):
+        raise ParameterError(param, f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_npz(path: str, param: str, variables: tuple[str, ...] = ("x",)) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (never unpickles); one-line :class:`ParameterError` otherwise."""
+    try:
+        f = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ParameterError(param, f"{path}: no such file") from None
+    except READ_ERRORS as err:
+        raise ParameterError(param, f"{path}: not a readable .npz file ({_reason(err)})") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ParameterError(param, f"{path}: a single .npy array, not an .npz archive")
+    with f:
+        missing = [v for v in variables if v not in f.files]
+        if missing:
+            raise ParameterError(param, f"{path}: missing array(s) {', '.join(missing)}")
+        try:
+            return {name: f[name] for name in f.files}
+        except READ_ERRORS as err:
+            raise ParameterError(param, f"{path}: damaged .npz file ({_reason(err)})") from None
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """A temporary sibling name to write a file or directory to; renamed onto ``path`` on success.
+
+    The temporary name is hidden and unique (``.NAME.<pid>-<random>.part``
+    plus ``suffix``, e.g. ``".npz"`` for writers that insist on an
+    extension); nothing is created under it before the caller writes, so the
+    result gets the permissions the umask gives. On any exception (or kill)
+    ``path`` is untouched and the temporary is removed (a kill -9 leaves a
+    hidden leftover that :func:`remove_stale` clears).
+    """
+    path = os.fspath(path)
+    directory, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{base}.{os.getpid()}-{secrets.token_hex(4)}.part{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+def remove_stale(path: str | os.PathLike) -> None:
+    """Remove temporaries that :func:`atomic_path` left beside ``path`` in processes that no longer run."""
+    directory, base = os.path.split(os.path.abspath(os.fspath(path)))
+    prefix = f".{base}."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(prefix) or ".part" not in name:
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale = os.path.join(directory, name)
+            shutil.rmtree(stale, ignore_errors=True) if os.path.isdir(stale) else os.remove(stale)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------- checksummed caches
+
+
+def array_digest(arrays: dict[str, np.ndarray]) -> str:
+    """Hex SHA-256 of named arrays: names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_checked_npz(path: str, key: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` atomically with the cache ``key`` (JSON) and their checksum."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, _key=np.array(json.dumps(key, sort_keys=True)), _sha256=np.array(array_digest(arrays)),
+                 **arrays)
+
+
+class StaleCache(ValueError):
+    """A cache file that is unreadable or does not match its key or checksum."""
+
+
+def load_checked_npz(path: str, key: dict, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of a cache written by :func:`save_checked_npz` for ``key``.
+
+    Raises:
+      StaleCache: the file is unreadable, written for another key, or its
+        arrays do not match the stored checksum (say what is wrong).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            stored_key, digest = str(f["_key"]), str(f["_sha256"])
+            arrays = {name: f[name] for name in names}
+    except READ_ERRORS as err:
+        raise StaleCache(f"unreadable ({_reason(err)})") from None
+    if stored_key != json.dumps(key, sort_keys=True):
+        raise StaleCache("computed for other parameters or another madjax version")
+    if array_digest(arrays) != digest:
+        raise StaleCache("checksum mismatch (the file was modified or damaged)")
+    return arrays
+
+
+def rebuild_notice(what: str, path: str, reason: str) -> None:
+    """The one warning line of a cache that is rebuilt."""
+    log.warning("%s cache %s %s; rebuilding it", what, path, reason)
+
+
+# ----------------------------------------------------------------------------- cell stores
+
+
+def create_store(path: str, ds: xr.Dataset, encoding: dict) -> None:
+    """Write a new Zarr store atomically: built under a temporary sibling name, then renamed into place.
+
+    A kill or a full disk during creation leaves no store at ``path`` (only a
+    hidden temporary, cleared by the next creation), so a rerun starts afresh
+    instead of meeting half a store.
+    """
+    remove_stale(path)
+    with atomic_path(path) as tmp:
+        ds.to_zarr(tmp, mode="w-", encoding=encoding, consolidated=False)
+
+
+def _group(path: str):
+    import zarr
+
+    return zarr.open_group(path, mode="r")
+
+
+def store_problem(path: str, shapes: dict[str, tuple]) -> str | None:
+    """Why the metadata of the Zarr store at ``path`` cannot be trusted, or None.
+
+    ``shapes``: the variables the store must hold and their shapes.
+    """
+    if not os.path.isdir(path):
+        return "not a directory"
+    try:
+        group = _group(path)
+        for name, shape in shapes.items():
+            if name not in group:
+                return f"variable {name!r} missing"
+            if tuple(group[name].shape) != tuple(shape):
+                return f"variable {name!r} has shape {tuple(group[name].shape)}, expected {tuple(shape)}"
+    except Exception as err:  # noqa: BLE001 - zarr's errors (GroupNotFoundError, codec errors) share no base
+        return f"unreadable ({_reason(err)})"
+    return None
+
+
+def read_cells(path: str, name: str) -> np.ndarray:
+    """A store variable as float64; the cells of chunks that are missing or cannot be decoded are NaN.
+
+    A missing chunk reads as the variable's fill value; a corrupt one fails
+    to decode, and is then read cell by cell (chunks hold one cell each).
+    """
+    array = _group(path)[name]
+    try:
+        return np.asarray(array[...], np.float64)
+    except Exception:  # noqa: BLE001 - a corrupt chunk: fall back to the cells one by one
+        lead = 0  # the leading dims of one-cell chunks
+        while lead < array.ndim and array.chunks[lead] == 1:
+            lead += 1
+        values = np.full(array.shape, np.nan)
+        for index in itertools.product(*(range(n) for n in array.shape[:lead])):
+            try:
+                values[index] = np.asarray(array[index], np.float64)
+            except Exception:  # noqa: BLE001 - this cell's chunk is unreadable: NaN
+                pass
+        return values
+
+
+def trusted_cells(path: str, cell_shape: tuple, checks: dict[str, float | None]) -> np.ndarray:
+    """Per cell: the ``done`` flag is 1 and every checked variable holds a usable value.
+
+    ``checks``: variable -> the fill value its finished cells may not hold
+    (integer codes, e.g. −1), or None for "must be finite" (floats).
+    """
+    ok = read_cells(path, "done") == 1
+    for name, fill in checks.items():
+        values = read_cells(path, name).reshape(cell_shape + (-1,))
+        good = np.isfinite(values) if fill is None else np.isfinite(values) & (values != fill)
+        ok &= good.all(axis=-1)
+    return ok
