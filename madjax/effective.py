@@ -25,6 +25,8 @@ table errors by the delta method.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 from typing import NamedTuple
@@ -33,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from madjax.io import StaleCache, load_checked_npz, rebuild_notice, save_checked_npz
 from madjax.loops import (
     LoopParams,
     LoopSpec,
@@ -220,24 +223,74 @@ class EDistTable(NamedTuple):
 TABLE_N_MAX = 10**7
 TABLE_POINTS = 61
 TABLE_CHAINS = 1024
+# Bump when the way the table is computed changes: older cache files are then rebuilt, never reused.
+TABLE_ALGORITHM = 1
 
 
 def _cache_dir() -> str:
     return os.environ.get("MADJAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "madjax"))
 
 
+def table_grid(n_max: int, points: int) -> np.ndarray:
+    """The n of the table: ``points`` log-spaced values from 2 to ``n_max``, rounded, duplicates removed."""
+    return np.unique(np.round(np.logspace(np.log10(2), np.log10(n_max), points)).astype(np.int64)).astype(np.float64)
+
+
+def table_key(dim: int, dtype: str, chains: int, seed: int, n_max: int, points: int) -> dict:
+    """Everything a table's numbers depend on: its cache key."""
+    from madjax import __version__
+
+    return {"table": "E[W2(G(n), P_r)]", "algorithm": TABLE_ALGORITHM, "madjax_version": __version__,
+            "reference": "N(0, I_d)", "fit": "Eq. (1), exact engine", "monotone": "running minimum",
+            "dim": dim, "dtype": dtype, "chains": chains, "seed": seed, "n_max": n_max, "points": points}
+
+
+def table_problem(table: EDistTable, n: np.ndarray) -> str | None:
+    """Why ``table`` cannot be the E-dist table on the grid ``n``, or None.
+
+    A valid table has the grid's n, finite float64 columns of its length,
+    positive means that decrease in n (the running minimum makes them
+    non-increasing; the ends must differ) and non-negative standard errors.
+    """
+    arrays = {"n": table.n, "mean": table.mean, "se": table.se}
+    for name, a in arrays.items():
+        if a.dtype != np.float64 or a.shape != n.shape:
+            return f"column {name} is {a.dtype} {a.shape}, expected float64 {n.shape}"
+        if not np.all(np.isfinite(a)):
+            return f"column {name} is not finite"
+    if not np.array_equal(table.n, n):
+        return "its n grid differs from the expected one"
+    if np.any(table.mean <= 0) or np.any(np.diff(table.mean) > 0) or table.mean[0] <= table.mean[-1]:
+        return "its mean does not decrease in n"
+    if np.any(table.se < 0):
+        return "a negative standard error"
+    return None
+
+
 def edist_table(dim: int, dtype: str = "float32", *, chains: int = TABLE_CHAINS, seed: int = 12345,
                 n_max: int = TABLE_N_MAX, points: int = TABLE_POINTS, cache: bool = True) -> EDistTable:
-    """Tabulate E[W2(G(n), P_r)] for n on a log grid from 2 to ``n_max`` (cached per d, dtype).
+    """Tabulate E[W2(G(n), P_r)] for n on a log grid from 2 to ``n_max`` (cached).
 
     G(n) is generation 1 of the loop: the Gaussian fitted to n points of
-    N(0, I_d) by Eq. (1), from the exact engine.
+    N(0, I_d) by Eq. (1), from the exact engine. The cache file is keyed by
+    :func:`table_key` (madjax's version, the algorithm, the reference, d,
+    dtype, chains, seed and grid) and holds a checksum of its arrays; a file
+    that is unreadable, stale, altered or fails :func:`table_problem` is
+    rebuilt with one warning line.
     """
-    path = os.path.join(_cache_dir(), f"edist_d{dim}_{dtype}_c{chains}_s{seed}_n{n_max}_p{points}.npz")
+    n = table_grid(n_max, points)
+    key = table_key(dim, dtype, chains, seed, n_max, points)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = os.path.join(_cache_dir(), f"edist_d{dim}_{dtype}_{digest}.npz")
     if cache and os.path.exists(path):
-        data = np.load(path)
-        return EDistTable(data["n"], data["mean"], data["se"])
-    n = np.unique(np.round(np.logspace(np.log10(2), np.log10(n_max), points)).astype(np.int64))
+        try:
+            table = EDistTable(**load_checked_npz(path, key, EDistTable._fields))
+            problem = table_problem(table, n)
+            if problem is None:
+                return table
+            rebuild_notice("E-dist", path, f"is invalid ({problem})")
+        except StaleCache as err:
+            rebuild_notice("E-dist", path, f"is {err}")
     spec = LoopSpec(kind="fresh", dim=dim, dtype=dtype)
     params = stack_params([LoopParams.create(n_ini=int(k), n_real=2, n_syn=0, dtype=dtype) for k in n])
     from madjax.loops import run_cells_jit
@@ -245,12 +298,9 @@ def edist_table(dim: int, dtype: str = "float32", *, chains: int = TABLE_CHAINS,
     w2 = np.asarray(run_cells_jit(jax.random.key(seed), jnp.arange(chains, dtype=jnp.uint32), params, spec, 1).w2,
                     np.float64)[:, :, 0]
     mean = np.minimum.accumulate(w2.mean(1))  # CRN makes it smooth; enforce monotone for inversion
-    table = EDistTable(n.astype(np.float64), mean, w2.std(1, ddof=1) / math.sqrt(chains))
+    table = EDistTable(n, mean, w2.std(1, ddof=1) / math.sqrt(chains))
     if cache:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + f".{os.getpid()}.tmp.npz"
-        np.savez(tmp, n=table.n, mean=table.mean, se=table.se)
-        os.replace(tmp, path)
+        save_checked_npz(path, key, table._asdict())
     return table
 
 
