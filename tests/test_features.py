@@ -6,7 +6,6 @@ into a temporary cache); every other test reuses it.
 
 import dataclasses
 import os
-import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -166,9 +165,9 @@ def test_unusable_cache_files_are_rejected(extractor, tmp_path):
     for name, payload in {"truncated": good[: len(good) // 2], "garbage": b"not an npz file"}.items():
         path = tmp_path / name
         path.write_bytes(payload)
-        with pytest.raises((OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)):
+        with pytest.raises(ValueError, match="unreadable"):
             F._restore(str(path), config, digest)
-    with pytest.raises(ValueError, match="another network"):
+    with pytest.raises(ValueError, match="other parameters"):
         F._restore(extractor.path, config, "0" * 64)
 
 

@@ -35,8 +35,10 @@ Cache: ``$MADJAX_CACHE/lenet/`` (default ``~/.cache/madjax/lenet/``), one
 ``.npz`` per (data name, SHA-256 of the train and test arrays, the
 configuration, the file format); a different MNIST directory or a changed
 configuration therefore trains a new network instead of reusing a stale one.
-Files are written atomically (temporary file + ``os.replace``); an unreadable
-or inconsistent file is retrained over with a warning.
+The file also records madjax's version and a SHA-256 of its arrays
+(:func:`madjax.io.save_checked_npz`) and is written atomically; a file that is
+unreadable, written by another version, altered, or holds weights of the
+wrong shape or non-finite weights is retrained over with one warning line.
 
 Metrics (:func:`image_metrics`) with the real images ``x_ref`` as reference:
 "FID" is the squared Fréchet distance between Gaussians fitted to φ of the
@@ -55,10 +57,7 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import time
-import warnings
-import zipfile
 from typing import NamedTuple
 
 import jax
@@ -70,6 +69,7 @@ from jax import lax
 
 from madjax._progress import progress_bar
 from madjax.data import IMAGE_NAMES, ImageData, Images, _image_key, _load
+from madjax.io import StaleCache, load_checked_npz, rebuild_notice, save_checked_npz
 from madjax.metrics import fid_from_features, precision_recall
 from madjax.validation import ParameterError, check_choice, check_float, check_int
 
@@ -323,33 +323,44 @@ def _leaves(state: nnx.State) -> tuple[list[str], list[np.ndarray]]:
     return [jax.tree_util.keystr(path) for path, _ in flat], [leaf for _, leaf in flat]
 
 
+def _cache_key(digest: str) -> dict:
+    """The cache key of a network: the file format, madjax's version and the data/config digest."""
+    from madjax import __version__
+
+    return {"cache": "lenet", "format": _FORMAT, "madjax_version": __version__, "digest": digest}
+
+
 def _save(path: str, state: nnx.State, accuracy: float, digest: str, train_seconds: float) -> None:
     names, leaves = _leaves(state)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, names=np.array(names), accuracy=np.float64(accuracy), digest=np.array(digest),
-                     train_seconds=np.float64(train_seconds), **{f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)})
-        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    arrays = {"names": np.array(names), "accuracy": np.float64(accuracy), "train_seconds": np.float64(train_seconds),
+              **{f"leaf_{i}": np.asarray(a) for i, a in enumerate(leaves)}}
+    save_checked_npz(path, _cache_key(digest), arrays)
 
 
 def _restore(path: str, config: LeNetConfig, digest: str) -> tuple[nnx.State, float, float]:
-    """Weights, accuracy and training time from ``path``; ValueError when it does not match."""
+    """Weights, accuracy and training time from ``path``.
+
+    Raises:
+      ValueError: (:class:`~madjax.io.StaleCache`) the file is unreadable,
+        written for another network or madjax version, fails its checksum,
+        or holds leaves of the wrong structure, shape or dtype, non-finite
+        weights or an accuracy outside [0, 1].
+    """
     _, template = nnx.split(nnx.eval_shape(lambda: LeNet(config, rngs=nnx.Rngs(0))))
     names, shapes = _leaves(template)
-    with np.load(path, allow_pickle=False) as f:
-        if str(f["digest"]) != digest or list(f["names"]) != names:
-            raise ValueError("the file belongs to another network")
-        leaves = [f[f"leaf_{i}"] for i in range(len(names))]
-        accuracy, seconds = float(f["accuracy"]), float(f["train_seconds"])
+    fields = ("names", "accuracy", "train_seconds", *(f"leaf_{i}" for i in range(len(names))))
+    f = load_checked_npz(path, _cache_key(digest), fields)
+    if list(f["names"]) != names:
+        raise StaleCache("holds another network's layers")
+    leaves = [f[f"leaf_{i}"] for i in range(len(names))]
     for leaf, ref in zip(leaves, shapes):
         if leaf.shape != ref.shape or leaf.dtype != ref.dtype:
-            raise ValueError(f"leaf of shape {leaf.shape} {leaf.dtype}, expected {ref.shape} {ref.dtype}")
+            raise StaleCache(f"holds a leaf of shape {leaf.shape} {leaf.dtype}, expected {ref.shape} {ref.dtype}")
+        if not np.all(np.isfinite(leaf)):
+            raise StaleCache("holds non-finite weights")
+    accuracy, seconds = float(f["accuracy"]), float(f["train_seconds"])
+    if not 0.0 <= accuracy <= 1.0:
+        raise StaleCache(f"holds an accuracy of {accuracy}")
     treedef = jax.tree_util.tree_structure(template)
     return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in leaves]), accuracy, seconds
 
@@ -364,8 +375,8 @@ def _extractor(data_key: tuple, root: str, config: LeNetConfig, progress: bool) 
         try:
             state, accuracy, seconds = _restore(path, config, digest)
             return FeatureExtractor(name, config, state, accuracy, digest, path, True, seconds)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            warnings.warn(f"LeNet cache {path} unusable ({err}); retraining", stacklevel=3)
+        except StaleCache as err:
+            rebuild_notice("LeNet", path, f"is {err}")
     start = time.perf_counter()
     state, accuracy = train_lenet(config, data, progress=progress)
     seconds = time.perf_counter() - start
