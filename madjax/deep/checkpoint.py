@@ -21,10 +21,15 @@ axis set to ``pool_rows``: the structure comes from the data, never from a
 guessed shape or dtype.
 
 Metrics round-trip exactly: JSON writes Python floats with ``repr``.
+
+A damaged latest checkpoint (a disk fault, a file edited or truncated) does
+not end a run: :meth:`Checkpointer.restore_latest` falls back to the newest
+one that restores and checks out (``keep`` ≥ 2 keeps one before the latest).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, NamedTuple
 
@@ -32,6 +37,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+
+log = logging.getLogger("madjax")
+
+
+class _NeedsPool(Exception):
+    """A checkpoint holds a pool but the caller gave no row structure."""
 
 
 class Restored(NamedTuple):
@@ -56,9 +68,8 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=False, cleanup_tmp_directories=True, create=True
         )
-        self._manager = ocp.CheckpointManager(
-            os.path.abspath(directory), options=options, item_names=("state", "meta")
-        )
+        self._directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(self._directory, options=options, item_names=("state", "meta"))
 
     def latest(self) -> int | None:
         """The last finished generation, or None."""
@@ -92,7 +103,12 @@ class Checkpointer:
 
     def restore_latest(self, abstract_params: Any, *, row_structure: Any = None,
                        sample_shape: tuple | None = None) -> Restored | None:
-        """Restore the last finished generation, or return None if there is none.
+        """Restore the newest checkpoint that restores, or return None if there is none.
+
+        A checkpoint that fails to restore (damaged files) or whose metadata
+        contradicts its step (another generation, a metric row per generation
+        missing) is deleted, and the one before it is tried; one warning line
+        says which generations were dropped and where the run resumes.
 
         Args:
           abstract_params: ``jax.eval_shape`` of the model's ``init``: the
@@ -107,29 +123,52 @@ class Checkpointer:
           ValueError: if the checkpoint holds a pool and neither
             ``row_structure`` nor ``sample_shape`` is given.
         """
-        step = self._manager.latest_step()
-        if step is None:
-            return None
+        if row_structure is None and sample_shape is not None:
+            row_structure = jax.ShapeDtypeStruct((1, *sample_shape), np.float32)
+        dropped = []
+        restored = None
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                restored = self._restore(step, abstract_params, row_structure)
+                break
+            except _NeedsPool:
+                raise ValueError("the checkpoint holds a pool: pass row_structure (or sample_shape)") from None
+            except Exception as err:  # noqa: BLE001 - orbax/tensorstore errors share no base: the step is damaged
+                dropped.append((step, " ".join(str(err).split())[:120] or type(err).__name__))
+        if dropped:
+            for step, _ in dropped:
+                self._manager.delete(step)
+            where = f"resuming from generation {restored.generation}" if restored else "starting from generation 1"
+            steps = ", ".join(str(s) for s, _ in dropped)
+            log.warning("%s: checkpoint(s) of generation %s unusable (%s); %s", self._directory, steps,
+                        dropped[0][1], where)
+        return restored
+
+    def _restore(self, step: int, abstract_params: Any, row_structure: Any) -> Restored:
+        """Restore checkpoint ``step``; raise if it is damaged or its metadata contradicts it."""
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        target = {"params": abstract_params, "history": [abstract_params] * meta["n_history"]}
-        if meta["pool_rows"] > 0:
+        metrics = meta["metrics"]
+        if int(meta["generation"]) != step:
+            raise ValueError(f"its metadata names generation {meta['generation']}")
+        if [row.get("generation") for row in metrics] != list(range(1, step + 1)):
+            raise ValueError("its metric rows are not generations 1..t")
+        target = {"params": abstract_params, "history": [abstract_params] * int(meta["n_history"])}
+        if int(meta["pool_rows"]) > 0:
             if row_structure is None:
-                if sample_shape is None:
-                    raise ValueError("the checkpoint holds a pool: pass row_structure (or sample_shape)")
-                row_structure = jax.ShapeDtypeStruct((1, *sample_shape), np.float32)
+                raise _NeedsPool
             target["pool"] = jax.tree.map(
-                lambda s: jax.ShapeDtypeStruct((meta["pool_rows"], *s.shape[1:]), s.dtype), row_structure
+                lambda s: jax.ShapeDtypeStruct((int(meta["pool_rows"]), *s.shape[1:]), s.dtype), row_structure
             )
         state = self._manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         ).state
         state = jax.tree.map(_uncommitted, state)
         return Restored(
-            generation=int(meta["generation"]),
+            generation=step,
             params=state["params"],
             history=list(state["history"]),
             pool=state.get("pool"),
-            metrics=list(meta["metrics"]),
+            metrics=list(metrics),
         )
 
     def close(self) -> None:
