@@ -245,6 +245,12 @@ def table_key(dim: int, dtype: str, chains: int, seed: int, n_max: int, points: 
             "dim": dim, "dtype": dtype, "chains": chains, "seed": seed, "n_max": n_max, "points": points}
 
 
+def table_path(key: dict) -> str:
+    """The cache file of a table: named by d, dtype and a hash of its whole key."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(_cache_dir(), f"edist_d{key['dim']}_{key['dtype']}_{digest}.npz")
+
+
 def table_problem(table: EDistTable, n: np.ndarray) -> str | None:
     """Why ``table`` cannot be the E-dist table on the grid ``n``, or None.
 
@@ -280,8 +286,7 @@ def edist_table(dim: int, dtype: str = "float32", *, chains: int = TABLE_CHAINS,
     """
     n = table_grid(n_max, points)
     key = table_key(dim, dtype, chains, seed, n_max, points)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = os.path.join(_cache_dir(), f"edist_d{dim}_{dtype}_{digest}.npz")
+    path = table_path(key)
     if cache and os.path.exists(path):
         try:
             table = EDistTable(**load_checked_npz(path, key, EDistTable._fields))

@@ -269,11 +269,18 @@ def array_digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def save_checked_npz(path: str, key: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` atomically with the cache ``key`` (JSON) and their checksum."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, _key=np.array(json.dumps(key, sort_keys=True)), _sha256=np.array(array_digest(arrays)),
-                 **arrays)
+    """Write ``arrays`` to ``path`` atomically with the cache ``key`` (JSON) and their checksum.
+
+    A cache that cannot be written (read-only or full disk, a directory in
+    the way) costs a recomputation next time, not the run: one warning line.
+    """
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, _key=np.array(json.dumps(key, sort_keys=True)), _sha256=np.array(array_digest(arrays)),
+                     **arrays)
+    except OSError as err:
+        log.warning("cache %s not written (%s)", path, _reason(err))
 
 
 class StaleCache(ValueError):
