@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("plot", help="redraw a figure from saved data")
-    p.add_argument("figure", metavar="FIG")
+    p.add_argument("figure", metavar="FIG", nargs="?",
+                   help="figure id; omit it to draw your own sweeps (madjax sweep) under --from")
     p.add_argument("--from", dest="source", required=True, help="directory written by reproduce")
 
     # train -------------------------------------------------------------------------

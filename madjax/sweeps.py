@@ -31,6 +31,7 @@ from madjax.effective import (
     result_record,
     steady_wd_cells,
 )
+from madjax.io import check_schema, describe, provenance
 from madjax.loops import LoopParams
 from madjax.validation import (
     ParameterError,
@@ -87,16 +88,24 @@ def cell_params(values: dict) -> dict:
 
 
 class CellStore:
-    """A Zarr store of per-cell outputs with a ``done`` flag (chunks of one cell)."""
+    """A Zarr store of per-cell outputs with a ``done`` flag (chunks of one cell).
 
-    def __init__(self, path: str, grid: dict, outputs: dict, attrs: dict):
-        """``outputs``: name -> (extra dims, extra shape, dtype, fill)."""
+    The store describes itself (:mod:`madjax.io`): provenance and ``config``
+    in its attributes, ``long_name``/``units`` on every variable, and the
+    ``fixed`` values (common to every cell) as scalar coordinates. A store
+    of another schema or another ``config`` is refused, never resumed.
+    """
+
+    def __init__(self, path: str, grid: dict, outputs: dict, config: dict, fixed: dict | None = None):
+        """``outputs``: name -> (extra dims, extra shape, dtype, fill); ``config``: what the cells depend on."""
         self.path, self.grid, self.outputs = path, grid, outputs
         self.dims = tuple(grid)
         self.shape = tuple(len(v) for v in grid.values())
+        attrs = provenance(config)
         if os.path.exists(path):
             stored = xr.open_zarr(path, consolidated=False)
-            if stored.attrs.get("sweep") != attrs["sweep"]:
+            check_schema(path, stored.attrs)
+            if stored.attrs.get("config") != attrs["config"]:
                 raise ParameterError("out", f"{path} holds a different sweep; choose another --out or --name")
             return
         data = {}
@@ -104,11 +113,12 @@ class CellStore:
         for name, (extra_dims, extra_shape, dtype, fill) in {**outputs, "done": ((), (), np.int8, 0)}.items():
             data[name] = (self.dims + extra_dims, np.full(self.shape + extra_shape, fill, dtype))
             encoding[name] = {"chunks": (1,) * len(self.dims) + extra_shape}
-        coords = {k: np.asarray(v) for k, v in grid.items()}
+        coords = {**{k: np.asarray(v) for k, v in (fixed or {}).items()}, **{k: np.asarray(v) for k, v in grid.items()}}
         for name, (extra_dims, extra_shape, *_rest) in outputs.items():
             for d, n in zip(extra_dims, extra_shape):
                 coords.setdefault(d, np.arange(1, n + 1))
-        xr.Dataset(data, coords=coords, attrs=attrs).to_zarr(path, mode="w", encoding=encoding, consolidated=False)
+        ds = describe(xr.Dataset(data, coords=coords, attrs=attrs))
+        ds.to_zarr(path, mode="w", encoding=encoding, consolidated=False)
 
     def cells(self):
         return list(itertools.product(*(range(n) for n in self.shape)))
@@ -160,15 +170,13 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
     memory_slots = max(c["memory"] for c in cells)
     # Cells are grouped by horizon level (powers of two of T): one compilation per level.
     levels = [horizon_level(burn_in(c["n_real"], c["n_syn"], c["memory"])) for c in cells]
-    attrs = {"sweep": json.dumps({"loop": loop, "dim": dim, "grid": grid, "fixed": fixed, "chains": chains,
-                                  "seed": seed, "dtype": dtype}, sort_keys=True),
-             "bound_codes": "n_e_bound: 0 none, 1 lower (n_e >= value), 2 upper (n_e <= value)"}
+    config = {"loop": loop, "dim": dim, "grid": grid, "fixed": fixed, "chains": chains, "seed": seed, "dtype": dtype}
     os.makedirs(out, exist_ok=True)
     f8 = ((), (), np.float64, np.nan)
     outputs = {k: f8 for k in OUTPUTS}
     outputs.update(n_e_bound=((), (), np.int8, -1), converged=((), (), np.int8, -1),
                    burn_in=((), (), np.int32, -1))
-    store = CellStore(os.path.join(out, f"{name}.zarr"), grid, outputs, attrs)
+    store = CellStore(os.path.join(out, f"{name}.zarr"), grid, outputs, config, fixed)
     table = edist_table(dim, dtype)
     index = store.cells()
     done = store.done()

@@ -95,10 +95,21 @@ def reproduce(figures, *, preset: str = "quick", out: str, dry_run: bool = False
                 print(path)
 
 
-def plot(fig_id: str, source: str) -> list:
-    fig = get_figure(fig_id)
-    if not os.path.isdir(source):
+def plot(fig_id: str | None, source: str) -> list:
+    """Redraw figure ``fig_id`` from the data under ``source``; without an id, draw the sweeps there.
+
+    A user's sweep (``madjax sweep``) is drawn by the shape of its grid:
+    :func:`madjax.figures.phase.plot_sweeps`. Missing data is one
+    :class:`ParameterError` naming ``from``.
+    """
+    if fig_id is not None:
+        fig = get_figure(fig_id)
+    if not os.path.isdir(source) and not (fig_id is None and os.path.isfile(source)):
         raise ParameterError("from", f"no such directory: {source!r}")
+    if fig_id is None:
+        from madjax.figures.phase import plot_sweeps
+
+        return plot_sweeps(source)
     return fig.plot(source)
 
 

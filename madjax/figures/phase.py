@@ -30,9 +30,11 @@ from madjax.effective import (
     horizon_level,
 )
 from madjax.figures import Figure
+from madjax.figures.style import LOG2_RATIO_LIMIT, band_label, caption, finish, save, setting, symbol
+from madjax.io import SCHEMA_VERSION, check_schema, describe, open_checked, provenance
 from madjax.loops import LoopParams, LoopSpec, run_cells_jit, stack_params
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
-from madjax.validation import check_choice
+from madjax.validation import ParameterError, check_choice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +42,7 @@ class PhaseConfig:
     """One figure's sweeps. ``sweeps``: name -> (grid, fixed); ``plot``: layout."""
 
     fig: str
+    preset: str
     loop: str
     dim: int
     sweeps: tuple  # ((name, grid dict, fixed dict), ...)
@@ -60,7 +63,7 @@ class PhaseConfig:
 
 def _cfg(fig, preset, **per_preset):
     check_choice("preset", preset, ("smoke", "quick", "paper"))
-    return PhaseConfig(fig=fig, **per_preset[preset])
+    return PhaseConfig(fig=fig, preset=preset, **per_preset[preset])
 
 
 def get_config(fig: str, preset: str) -> PhaseConfig:
@@ -85,7 +88,7 @@ def get_config(fig: str, preset: str) -> PhaseConfig:
                                                   "n_syn": [10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000]},
                                         {}),)),
                     quick=dict(loop="fresh", dim=10, chains=64, kind="heatmap", threshold=True,
-                               threshold_ratio_max=64.0, sweeps=(("fig10", {"lam": [1.0, 0.8], "n_real": [5, 20, 80, 320],
+                               threshold_ratio_max=64.0, sweeps=(("fig10", {"lam": [1.0, 0.9, 0.7], "n_real": [5, 20, 80, 320],
                                                   "n_syn": [2, 10, 50, 250, 1250]}, {}),)),
                     smoke=dict(loop="fresh", dim=4, chains=32, kind="heatmap", threshold=True,
                                threshold_ratio_max=10.0, sweeps=(("fig10", {"lam": [1.0, 0.7], "n_real": [4, 16], "n_syn": [4, 32]}, {}),)))
@@ -161,7 +164,7 @@ def _run_trajectory(cfg: PhaseConfig, out: str, seed: int, progress: bool) -> No
     store = CellStore(os.path.join(out, f"{name}.zarr"), grid,
                       {"wd": (("generation",), (cfg.generations,), np.float64, np.nan),
                        "wd_se": (("generation",), (cfg.generations,), np.float64, np.nan)},
-                      {"sweep": json.dumps({"cfg": dataclasses.asdict(cfg), "seed": seed}, sort_keys=True, default=str)})
+                      {"cfg": dataclasses.asdict(cfg), "seed": seed}, fixed)
     combos = store.cells()
     keys = list(grid)
     cells = {idx: cell_params({**fixed, **{k: grid[k][i] for k, i in zip(keys, idx)}}) for idx in combos}
@@ -184,19 +187,23 @@ def _run_trajectory(cfg: PhaseConfig, out: str, seed: int, progress: bool) -> No
 def _run_threshold(cfg: PhaseConfig, out: str, seed: int) -> None:
     """n_s*(n_r, λ) for every λ < 1 panel and n_r of the heatmap (root finding, CRN)."""
     (name, grid, _), = cfg.sweeps
-    rows = []
-    for lam in grid["lam"]:
-        for n_real in grid["n_real"]:
-            if lam == 1.0:
-                continue
+    lams = [lam for lam in grid["lam"] if lam < 1.0]  # at λ = 1 every n_s is admissible: no boundary
+    names = ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")
+    values = np.full((len(names), len(lams), len(grid["n_real"])), np.nan)
+    for i, lam in enumerate(lams):
+        for j, n_real in enumerate(grid["n_real"]):
             r = admissibility_threshold(loop=cfg.loop, dim=cfg.dim, n_real=n_real, lam=lam, chains=cfg.chains,
                                         seed=seed, points=6, ratio_max=cfg.threshold_ratio_max)
-            rows.append((lam, n_real, r["n_syn_star"] or np.nan, r["n_syn_star_lo"] or np.nan,
-                         r["n_syn_star_hi"] or np.nan))
-    arr = np.array(rows, dtype=np.float64).reshape(-1, 5)
-    ds = xr.Dataset({k: ("row", arr[:, i]) for i, k in enumerate(("lam", "n_real", "n_syn_star", "n_syn_star_lo",
-                                                                    "n_syn_star_hi"))})
-    ds.to_netcdf(os.path.join(out, f"{name}_threshold.nc"))
+            values[:, i, j] = [np.nan if r[k] is None else r[k] for k in names]
+    ds = xr.Dataset({k: (("lam", "n_real"), v) for k, v in zip(names, values)},
+                    coords={"lam": np.asarray(lams, np.float64), "n_real": np.asarray(grid["n_real"])},
+                    attrs=provenance({"cfg": dataclasses.asdict(cfg), "seed": seed, "points": 6,
+                                      "ratio_max": cfg.threshold_ratio_max}))
+    ds.attrs["comment"] = ("n_syn_star is NaN where n_e/n_r >= 1 over the whole searched range "
+                           "(up to threshold_ratio_max * n_r); n_syn_star_lo is then that range's end, a lower bound")
+    path = os.path.join(out, f"{name}_threshold.nc")
+    describe(ds).to_netcdf(path + ".part")
+    os.replace(path + ".part", path)
 
 
 def run(cfg: PhaseConfig, out: str, *, seed: int = 0, progress: bool = True) -> None:
@@ -237,104 +244,328 @@ def dry_run(cfg: PhaseConfig) -> str:
 
 # ----------------------------------------------------------------------------- plotting
 
+# Figure id -> (headline, the paper's setting the preset stands in for).
+_TEXT = {
+    "fig9": (r"Fresh data loop: the initial model is forgotten -- WD of generation $t$ for several $n_{\mathrm{ini}}$",
+             r"Fig. 9 (Gaussian, d = 100, $n_r$ = 100, $n_s$ = 900)"),
+    "fig10": (r"Fresh data loop: synthetic data helps where $n_e/n_r \geq 1$ (green), over $n_r$ and $n_s$, "
+              r"one panel per $\lambda$", "Fig. 10 (Gaussian, d = 100)"),
+    "fig30": (r"Synthetic augmentation loop: $n_e/n_r$ over $n_r$ and $n_s$, one panel per $\lambda$",
+              "Fig. 30 (Gaussian, d = 100)"),
+    "fig31": (r"Synthetic augmentation loop: $n_e/n_r$ over $n_s$ and $\lambda$, one panel per $n_r$",
+              "Fig. 31 (Gaussian, d = 100)"),
+    "fig32": (r"Fresh data loop: sampling bias (smaller $\lambda$) shrinks the admissible $n_s$, one panel per $n_r$",
+              "Fig. 32 (Gaussian, d = 100)"),
+    "fig33": (r"Fresh data loop: sampling from the last $K$ models raises $n_e/n_r$",
+              r"Fig. 33 (Gaussian, d = 100, $n_r = 10^3$, $n_s = 10^4$, $\lambda$ = 1)"),
+    "fig34": (r"Fresh data loop: WD vs total data $n = n_r + n_s$, for real fraction $p$ and sampling bias $\lambda$",
+              "Fig. 34 (Gaussian, d = 100)"),
+}
+# Dimensions drawn on log axes (sample sizes); the others (λ, p, K) are linear.
+_LOG_DIMS = frozenset({"n_real", "n_syn", "n_ini", "n_total"})
+_MARKS = ("cells: $n_e/n_r$ and its standard error; ≥ / ≤: a bound (n_e outside the tabulated E-dist range); "
+          "hatched: steady state not reached")
 
-def _save(fig, out: str, name: str) -> list:
-    paths = [os.path.join(out, f"{name}.{ext}") for ext in ("png", "pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=130, bbox_inches="tight")
+
+def _outline():
+    """Path effect of the lines drawn over cells: black with a white outline shows on every colour."""
+    import matplotlib.patheffects as pe
+
+    return [pe.withStroke(linewidth=3.2, foreground="white")]
+
+
+def _load(path: str, what: str) -> xr.Dataset:
+    """A saved NetCDF file of this madjax's schema; one line naming ``--from`` when it is missing."""
+    if not os.path.exists(path):
+        raise ParameterError("from", f"no {what} data under {os.path.dirname(path) or '.'!r} "
+                                     f"({os.path.basename(path)} is missing)")
+    return open_checked(path)
+
+
+def _fixed(ds: xr.Dataset) -> str:
+    """The fixed parameters of a sweep (its scalar coordinates), in the paper's symbols."""
+    return ", ".join(setting(k, ds[k].item()) for k in ds.coords if ds[k].ndim == 0)
+
+
+def _edges(values, log: bool) -> np.ndarray:
+    """Cell edges of sorted centres: midpoints (geometric on log axes), outer cells as wide as their neighbours."""
+    v = np.asarray(values, np.float64)
+    v = np.log(v) if log else v
+    if v.size == 1:
+        half = np.log(2.0) / 2 if log else max(0.05 * abs(v[0]), 0.05)
+        e = np.array([v[0] - half, v[0] + half])
+    else:
+        mid = (v[1:] + v[:-1]) / 2
+        e = np.concatenate([[2 * v[0] - mid[0]], mid, [2 * v[-1] - mid[-1]]])
+    return np.exp(e) if log else e
+
+
+def _zero_contour(ax, xs, ys, z, x_log: bool, y_log: bool) -> bool:
+    """The n_e = n_r line, interpolated between cell centres in the axes' own (log or linear) coordinates."""
+    import contourpy
+
+    if min(z.shape) < 2 or not (np.nanmin(z) < 0 < np.nanmax(z)):
+        return False
+    fx = np.log if x_log else np.asarray
+    fy = np.log if y_log else np.asarray
+    lines = contourpy.contour_generator(x=fx(xs.astype(float)), y=fy(ys.astype(float)), z=np.ma.masked_invalid(z)
+                                        ).lines(0.0)
+    for seg in lines:
+        px = np.exp(seg[:, 0]) if x_log else seg[:, 0]
+        py = np.exp(seg[:, 1]) if y_log else seg[:, 1]
+        ax.plot(px, py, color="k", lw=1.6, path_effects=_outline(), zorder=4)
+    return bool(lines)
+
+
+def _cell_marks(ax, sub: xr.Dataset, x: str, y: str, z: np.ndarray, x_log: bool, y_log: bool) -> None:
+    """Value (in n_e/n_r, the colour bar's labels), ±se, bound signs and hatching on every cell."""
+    from matplotlib.patches import Rectangle
+
+    xs, ys = sub[x].values, sub[y].values
+    xe, ye = _edges(xs, x_log), _edges(ys, y_log)
+    ratio = sub.n_e_ratio.values
+    se = sub.n_e_ratio_se.values if "n_e_ratio_se" in sub else np.full_like(ratio, np.nan)
+    bound = sub.n_e_bound.values if "n_e_bound" in sub else np.zeros(ratio.shape, np.int8)
+    converged = sub.converged.values if "converged" in sub else np.ones(ratio.shape, np.int8)
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            if not np.isfinite(ratio[i, j]):
+                continue
+            color = "white" if abs(z[i, j]) > 2.6 else "black"
+            sign = {1: "≥", 2: "≤"}.get(int(bound[i, j]), "")
+            ax.text(xv, yv, f"{sign}{ratio[i, j]:.2g}", ha="center", va="bottom", fontsize=7, color=color)
+            if np.isfinite(se[i, j]):
+                ax.text(xv, yv, f"±{se[i, j]:.1g}", ha="center", va="top", fontsize=5.5, color=color)
+            if converged[i, j] == 0:
+                ax.add_patch(Rectangle((xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i], fill=False,
+                                       hatch="///", edgecolor="0.15", lw=0, zorder=3))
+
+
+def _threshold(ax, thr: xr.Dataset) -> list:
+    """n_s*(n_r) at one λ (x = n_s, y = n_r): the root and its stored interval as a band; legend handles."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    n_r = thr.n_real.values.astype(float)
+    star, lo, hi = thr.n_syn_star.values, thr.n_syn_star_lo.values, thr.n_syn_star_hi.values
+    handles = []
+    ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(star)
+    if ok.any():
+        ax.fill_betweenx(n_r[ok], lo[ok], hi[ok], facecolor="white", alpha=0.45, edgecolor="k", lw=0.6, ls=":",
+                         zorder=5)
+        ax.plot(star[ok], n_r[ok], "--o", color="k", ms=3.5, lw=1.4, path_effects=_outline(), zorder=6)
+        handles += [Line2D([], [], ls="--", marker="o", color="k", ms=3.5, path_effects=_outline(),
+                           label=r"$n_s^*$ (root finding)"),
+                    Patch(facecolor="white", alpha=0.6, edgecolor="k", ls=":", label=r"$n_s^*$ interval")]
+    beyond = ~np.isfinite(star) & np.isfinite(lo)
+    if beyond.any():  # at the searched range's end, or on the right edge when that lies beyond the axes
+        ax.plot(np.minimum(lo[beyond], ax.get_xlim()[1]), n_r[beyond], ">", color="k", ms=6, mec="white", zorder=6,
+                clip_on=False)
+        handles.append(Line2D([], [], ls="", marker=">", color="k", mec="white",
+                              label=r"$n_s^*$ beyond the searched range"))
+    return handles
+
+
+def phase_diagram(ds: xr.Dataset, *, x: str, y: str, panel: str | None, headline: str, caption_text: str,
+                  threshold: xr.Dataset | None = None):
+    """n_e/n_r over (x, y) on axes by value, one panel per ``panel`` value; returns the matplotlib figure.
+
+    Colours: log2(n_e/n_r) on the fixed scale ±:data:`~madjax.figures.style.LOG2_RATIO_LIMIT`, the colour
+    bar labelled in ratios. Panels by n_r are stacked with the largest n_r on top (n_r grows upwards, as on
+    Figure 10's axis); panels by λ run from λ = 1 leftwards to the strongest bias.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.lines import Line2D
 
-    plt.close(fig)
-    return paths
+    ds = ds.sortby([d for d in (x, y) if d in ds.dims])
+    panels = list(ds[panel].values) if panel else [None]
+    panels = sorted(panels, reverse=True) if panel else panels
+    column = panel == "n_real"
+    shape = (len(panels), 1) if column else (1, len(panels))
+    fig, axes = plt.subplots(*shape, figsize=(5.2 * shape[1] + 1.2, 3.9 * shape[0]), squeeze=False,
+                             constrained_layout=True)
+    limit = LOG2_RATIO_LIMIT
+    norm = TwoSlopeNorm(vmin=-limit, vcenter=0.0, vmax=limit)
+    x_log, y_log = x in _LOG_DIMS, y in _LOG_DIMS
+    handles = {}
+    for ax, pv in zip(axes.ravel(), panels):
+        sub = (ds.sel({panel: pv}) if panel else ds).transpose(y, x)
+        z = np.log2(sub.n_e_ratio.values)
+        xe, ye = _edges(sub[x].values, x_log), _edges(sub[y].values, y_log)
+        im = ax.pcolormesh(xe, ye, z, cmap="RdYlGn", norm=norm, shading="flat")
+        ax.set_xscale("log" if x_log else "linear")
+        ax.set_yscale("log" if y_log else "linear")
+        ax.set(xlim=(xe[0], xe[-1]), ylim=(ye[0], ye[-1]))
+        _cell_marks(ax, sub, x, y, z, x_log, y_log)
+        if _zero_contour(ax, sub[x].values, sub[y].values, z, x_log, y_log):
+            handles["contour"] = Line2D([], [], color="k", lw=1.6, path_effects=_outline(),
+                                        label=r"$n_e = n_r$ (between cell centres)")
+        if threshold is not None and pv is not None and panel == "lam" and pv in threshold.lam.values:
+            for h in _threshold(ax, threshold.sel(lam=pv)):
+                handles[h.get_label()] = h
+        ax.set_xticks(sub[x].values, [f"{v:g}" for v in sub[x].values], rotation=45 if sub.sizes[x] > 6 else 0)
+        ax.set_yticks(sub[y].values, [f"{v:g}" for v in sub[y].values])
+        ax.minorticks_off()
+        ax.set_xlabel(symbol(x))
+        ax.set_ylabel(symbol(y))
+        if pv is not None:
+            ax.set_title(setting(panel, pv))
+    ticks = np.arange(-limit, limit + 1, 2)
+    bar = fig.colorbar(im, ax=axes.ravel().tolist(), extend="both", ticks=ticks)
+    bar.ax.set_yticklabels([f"{2.0 ** t:g}" if t >= 0 else f"1/{2.0 ** -t:g}" for t in ticks])
+    bar.set_label(r"$n_e/n_r$ (log scale; green: $n_e \geq n_r$, admissible)")
+    if handles:  # below the last panel: an axes legend, so the layout makes room for it
+        axes.ravel()[-1].legend(handles=list(handles.values()), loc="upper right", bbox_to_anchor=(1.0, -0.2),
+                                ncols=min(len(handles), 2), fontsize=8, frameon=False)
+    finish(fig, headline, caption_text)
+    return fig
 
 
 def _heatmap(cfg: PhaseConfig, out: str) -> list:
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import TwoSlopeNorm
-
     (name, _, _), = cfg.sweeps
-    ds = xr.open_dataset(os.path.join(out, f"{name}.nc"))
-    panels = ds[cfg.panel].values if cfg.panel else [None]
-    thr = None
-    if cfg.threshold and os.path.exists(os.path.join(out, f"{name}_threshold.nc")):
-        thr = xr.open_dataset(os.path.join(out, f"{name}_threshold.nc"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 1, 3.8), squeeze=False,
-                             constrained_layout=True)
-    log_ratio = np.log2(ds.n_e_ratio)
-    vmax = float(np.nanmax(np.abs(log_ratio))) or 1.0
-    norm = TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
-    for ax, pv in zip(axes[0], panels):
-        sub = log_ratio.sel({cfg.panel: pv}) if cfg.panel else log_ratio
-        sub = sub.transpose(cfg.y, cfg.x)
-        xs, ys = ds[cfg.x].values, ds[cfg.y].values
-        im = ax.pcolormesh(np.arange(len(xs) + 1) - 0.5, np.arange(len(ys) + 1) - 0.5, sub.values,
-                           cmap="RdYlGn", norm=norm, shading="flat")
-        if sub.shape[0] > 1 and sub.shape[1] > 1:
-            ax.contour(np.arange(len(xs)), np.arange(len(ys)), sub.values, levels=[0.0], colors="k", linewidths=1.5)
-        for i in range(len(ys)):
-            for j in range(len(xs)):
-                ax.text(j, i, f"{2 ** sub.values[i, j]:.2g}", ha="center", va="center", fontsize=7)
-        if thr is not None and pv is not None:
-            rows = thr.where(thr.lam == pv, drop=True)
-            if rows.sizes.get("row", 0):
-                fx = np.interp(np.log(rows.n_syn_star.values), np.log(xs.astype(float)), np.arange(len(xs)),
-                               left=np.nan, right=np.nan)
-                fy = np.interp(rows.n_real.values, ys, np.arange(len(ys)))
-                ax.plot(fx, fy, "w--o", ms=3, lw=1.5, label="n_s* (root finding)")
-                ax.legend(fontsize=7, loc="lower right")
-        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs], rotation=45)
-        ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
-        ax.set_xlabel(cfg.x)
-        ax.set_ylabel(cfg.y)
-        if pv is not None:
-            ax.set_title(f"{cfg.panel} = {pv:g}")
-    fig.colorbar(im, ax=axes[0].tolist(), label="log2(n_e / n_r)  (green: admissible)")
-    fig.suptitle(f"{cfg.fig}: {cfg.loop} loop, d = {cfg.dim}")
-    return _save(fig, out, cfg.fig)
+    ds = _load(os.path.join(out, f"{name}.nc"), cfg.fig)
+    thr = _load(os.path.join(out, f"{name}_threshold.nc"), cfg.fig) if cfg.threshold else None
+    headline, paper = _TEXT[cfg.fig]
+    notes = [_MARKS]
+    if thr is not None:
+        notes.append(r"$n_s^*$ interval: the $n_s$ where $n_e/n_r = 1$ lies within 1.96 standard errors")
+    fig = phase_diagram(ds, x=cfg.x, y=cfg.y, panel=cfg.panel, headline=headline, threshold=thr,
+                        caption_text=caption(cfg.preset, dim=cfg.dim, chains=cfg.chains, paper=paper, notes=notes))
+    return save(fig, out, cfg.fig)
+
+
+def _log_ticks(ax, axis: str) -> None:
+    """Log axis labelled at 1, 2, 5 × 10^k only (no crowded minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    a = getattr(ax, f"{axis}axis")
+    a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    a.set_minor_formatter(NullFormatter())
+
+
+def line_plot(ax, ds: xr.Dataset, x: str, chains: int, label: str | None = None) -> None:
+    """n_e/n_r ± 2 se against one swept parameter, with the n_e = n_r line."""
+    ax.errorbar(ds[x].values, ds.n_e_ratio.values, yerr=2 * ds.n_e_ratio_se.values, marker="o", capsize=3,
+                label=label or f"$n_e/n_r$, {band_label(chains, 'error bars')}")
+    ax.axhline(1.0, color="0.3", lw=0.8, ls="--", label="$n_e = n_r$")
+    if x in _LOG_DIMS:
+        ax.set_xscale("log")
+        _log_ticks(ax, "x")
+    ax.set_xlabel(symbol(x))
+    ax.set_ylabel("$n_e/n_r$")
+    ax.legend(fontsize=8)
 
 
 def _curves(cfg: PhaseConfig, out: str) -> list:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(cfg.sweeps), figsize=(5 * len(cfg.sweeps), 3.8), squeeze=False)
+    headline, paper = _TEXT[cfg.fig]
+    fig, axes = plt.subplots(1, len(cfg.sweeps), figsize=(5.2 * len(cfg.sweeps), 3.9), squeeze=False,
+                             constrained_layout=True)
+    fixed = []
     for ax, (name, grid, _) in zip(axes[0], cfg.sweeps):
-        ds = xr.open_dataset(os.path.join(out, f"{name}.nc"))
+        ds = _load(os.path.join(out, f"{name}.nc"), cfg.fig)
+        fixed.append(_fixed(ds))
         if cfg.fig == "fig33":
-            ax.errorbar(ds.memory, ds.n_e_ratio, yerr=2 * ds.n_e_ratio_se, marker="o", capsize=3)
-            ax.set_xlabel("memory K")
-            ax.set_ylabel("n_e / n_r")
+            line_plot(ax, ds, cfg.x, cfg.chains)
+            ax.xaxis.get_major_locator().set_params(integer=True)
             continue
         other = [d for d in grid if d != cfg.x][0]
-        for v in ds[other].values:
+        for v in sorted(ds[other].values, reverse=True):
             s = ds.sel({other: v})
-            ax.errorbar(s[cfg.x], s.wd, yerr=2 * s.wd_se, marker="o", ms=3, capsize=2, label=f"{other} = {v:g}")
+            ax.errorbar(s[cfg.x], s.wd, yerr=2 * s.wd_se, marker="o", ms=3, capsize=2, label=setting(other, v))
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("total n")
-        ax.set_ylabel("WD")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{cfg.fig}: {cfg.loop} loop, d = {cfg.dim}")
-    return _save(fig, out, cfg.fig)
+        _log_ticks(ax, "x")
+        _log_ticks(ax, "y")
+        ax.set_xlabel("total data per generation $n = n_r + n_s$")
+        ax.set_ylabel(r"WD (steady state)")
+        ax.set_title(f"{symbol(other)} varies, {fixed[-1]}")
+        ax.legend(fontsize=8, title=band_label(cfg.chains, "error bars"), title_fontsize=7)
+    if cfg.fig == "fig33":
+        headline = f"{headline} ({fixed[0]})"
+    finish(fig, headline, caption(cfg.preset, dim=cfg.dim, chains=cfg.chains, paper=paper))
+    return save(fig, out, cfg.fig)
 
 
 def _trajectory(cfg: PhaseConfig, out: str) -> list:
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    (name, grid, fixed), = cfg.sweeps
-    ds = xr.open_dataset(os.path.join(out, f"{name}.nc"))
-    fig, axes = plt.subplots(1, len(ds.lam), figsize=(5 * len(ds.lam), 3.8), squeeze=False, sharey=True)
-    for ax, lam in zip(axes[0], ds.lam.values):
+    (name, _, _), = cfg.sweeps
+    ds = _load(os.path.join(out, f"{name}.nc"), cfg.fig)
+    lams = sorted(ds.lam.values, reverse=True)
+    fig, axes = plt.subplots(1, len(lams), figsize=(5.2 * len(lams), 3.9), squeeze=False, sharey=True,
+                             constrained_layout=True)
+    for ax, lam in zip(axes[0], lams):
         for n_ini in ds.n_ini.values:
             s = ds.sel(lam=lam, n_ini=n_ini)
-            ax.plot(s.generation, s.wd, label=f"n_ini = {n_ini}")
-            ax.fill_between(s.generation, s.wd - 2 * s.wd_se, s.wd + 2 * s.wd_se, alpha=0.3)
+            line, = ax.plot(s.generation, s.wd, label=setting("n_ini", n_ini))
+            ax.fill_between(s.generation, s.wd - 2 * s.wd_se, s.wd + 2 * s.wd_se, alpha=0.3,
+                            color=line.get_color(), lw=0)
         ax.set_yscale("log")
-        ax.set_xlabel("generation t")
-        ax.set_title(f"λ = {lam:g}, n_r = {fixed['n_real']}, n_s = {fixed['n_syn']}")
-        ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("WD(G^t, P_r)")
-    fig.suptitle(f"{cfg.fig}: fresh loop, d = {cfg.dim}")
-    return _save(fig, out, cfg.fig)
+        _log_ticks(ax, "y")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("generation $t$")
+        ax.set_title(setting("lam", lam))
+        handles, _ = ax.get_legend_handles_labels()
+        ax.legend(handles=handles + [Patch(color="0.6", alpha=0.5, label=band_label(cfg.chains))], fontsize=8)
+    axes[0][0].set_ylabel(r"WD$(\mathcal{G}^t, P_r)$")
+    headline, paper = _TEXT[cfg.fig]
+    finish(fig, f"{headline} ({_fixed(ds)})", caption(cfg.preset, dim=cfg.dim, chains=cfg.chains, paper=paper,
+                                                      per="curve"))
+    return save(fig, out, cfg.fig)
+
+
+def plot_sweep(path: str) -> list:
+    """Draw a user's sweep (``madjax sweep``) from its NetCDF file: the figure follows the swept dims.
+
+    Two or three swept dims: a phase diagram (the third gives the panels); one: a line plot of n_e/n_r.
+    Writes ``<name>.png`` / ``.pdf`` beside the file.
+    """
+    import matplotlib.pyplot as plt
+
+    ds = open_checked(path)
+    if "n_e_ratio" not in ds:
+        raise ParameterError("from", f"{path} holds no n_e_ratio (not a sweep written by madjax sweep)")
+    config = json.loads(ds.attrs.get("config", "{}"))
+    dims = list(ds.n_e_ratio.dims)
+    loop = config.get("loop", "?")
+    name = os.path.splitext(os.path.basename(path))[0]
+    text = caption(None, dim=config.get("dim"), chains=config.get("chains"),
+                   paper=f"{loop} loop" + (f", {_fixed(ds)}" if _fixed(ds) else ""), notes=[_MARKS])
+    if len(dims) == 1:
+        fig, ax = plt.subplots(figsize=(5.2, 3.9), constrained_layout=True)
+        line_plot(ax, ds, dims[0], config.get("chains", 0))
+        finish(fig, f"{loop} loop: $n_e/n_r$ vs {symbol(dims[0])}", text)
+    elif len(dims) in (2, 3):
+        x = "n_syn" if "n_syn" in dims else dims[-1]
+        rest = [d for d in dims if d != x]
+        y = "n_real" if "n_real" in rest and len(rest) == 2 else rest[-1]
+        panel = next((d for d in rest if d != y), None)
+        fig = phase_diagram(ds, x=x, y=y, panel=panel, caption_text=text,
+                            headline=f"{loop} loop: $n_e/n_r$ over {symbol(x)} and {symbol(y)}"
+                                     + (f", one panel per {symbol(panel)}" if panel else ""))
+    else:
+        raise ParameterError("from", f"{path} sweeps {len(dims)} parameters ({', '.join(dims)}); "
+                                     "plot draws one to three")
+    return save(fig, os.path.dirname(path) or ".", name)
+
+
+def plot_sweeps(source: str) -> list:
+    """``madjax plot --from DIR`` (no figure id): every sweep ``DIR/*.nc`` (or the one file ``source``)."""
+    import glob
+
+    if os.path.isfile(source):
+        paths = [source]
+    else:
+        paths = [p for p in sorted(glob.glob(os.path.join(source, "*.nc"))) if not p.endswith("_threshold.nc")]
+    paths = [p for p in paths if "n_e_ratio" in xr.open_dataset(p).variables]
+    if not paths:
+        raise ParameterError("from", f"no sweep data (*.nc with n_e_ratio) under {source!r}")
+    return [out for p in paths for out in plot_sweep(p)]
 
 
 _CONFIG_FILE = "{fig}_config.json"
@@ -344,11 +575,17 @@ def _figure(fig_id: str) -> Figure:
     def run_fig(cfg, out, *, seed=0, progress=True):
         run(cfg, out, seed=seed, progress=progress)
         with open(os.path.join(out, _CONFIG_FILE.format(fig=fig_id)), "w") as fh:
-            json.dump({"preset_config": dataclasses.asdict(cfg)}, fh, default=str)
+            json.dump({"schema_version": SCHEMA_VERSION, "preset_config": dataclasses.asdict(cfg)}, fh, default=str)
 
     def plot(out):
-        with open(os.path.join(out, _CONFIG_FILE.format(fig=fig_id))) as fh:
-            raw = json.load(fh)["preset_config"]
+        path = os.path.join(out, _CONFIG_FILE.format(fig=fig_id))
+        if not os.path.exists(path):
+            raise ParameterError("from", f"no {fig_id} data under {out!r} "
+                                         f"(run `madjax reproduce {fig_id} --out {out}` first)")
+        with open(path) as fh:
+            saved = json.load(fh)
+        check_schema(path, saved, "from")
+        raw = saved["preset_config"]
         raw["sweeps"] = tuple(tuple(s) for s in raw["sweeps"])
         cfg = PhaseConfig(**raw)
         return {"heatmap": _heatmap, "curve": _curves, "trajectory": _trajectory}[cfg.kind](cfg, out)
