@@ -114,3 +114,150 @@ def test_edist_cache_key_names_everything_the_table_depends_on(fresh_table, tmp_
     other = edist_table(**TABLE, seed=1)  # another seed: another file, other numbers
     assert len(glob.glob(str(tmp_path / "cache" / "edist_*.npz"))) == 2
     assert not np.array_equal(other.mean, fresh_table.mean)
+
+
+def _lenet_arrays(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files if not k.startswith("_")}
+
+
+LENET_DAMAGE = {
+    "wrong numbers": lambda p, a: _rewrite(p, {**a, "leaf_0": a["leaf_0"] + 1}, keep_checksum=True),
+    "NaN weights": lambda p, a: _rewrite(p, {**a, "leaf_0": a["leaf_0"] * np.nan}, keep_checksum=False),
+    "wrong shape": lambda p, a: _rewrite(p, {**a, "leaf_0": a["leaf_0"][:1]}, keep_checksum=False),
+    "impossible accuracy": lambda p, a: _rewrite(p, {**a, "accuracy": np.float64(2.0)}, keep_checksum=False),
+    "other version": lambda p, a: io.save_checked_npz(p, {"madjax_version": "0.0.0"}, a),
+    "truncated file": lambda p, a: open(p, "r+b").truncate(os.path.getsize(p) // 2),
+    "garbage": lambda p, a: open(p, "wb").write(b"PK\x03\x04 not a zip"),
+}
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    """An (untrained) LeNet written to a cache as training would write it, its digest, the file's bytes."""
+    from flax import nnx
+
+    from madjax.deep import features as F
+
+    import jax
+
+    config = F.LENET_CONFIGS["digits"]
+    _, template = nnx.split(nnx.eval_shape(lambda: F.LeNet(config, rngs=nnx.Rngs(0))))
+    rng = np.random.default_rng(0)
+    state = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), template)
+    path = str(tmp_path_factory.mktemp("lenet") / "lenet.npz")
+    F._save(path, state, 0.5, "d" * 64, 1.0)
+    with open(path, "rb") as f:
+        return config, state, f.read()
+
+
+@pytest.mark.parametrize("damage", [None, *LENET_DAMAGE])
+def test_damaged_lenet_cache_is_refused(damage, lenet, tmp_path):
+    from madjax.deep import features as F
+
+    config, state, good = lenet
+    path = str(tmp_path / "lenet.npz")
+    with open(path, "wb") as f:
+        f.write(good)
+    if damage is None:
+        restored, accuracy, _ = F._restore(path, config, "d" * 64)
+        assert accuracy == 0.5 and all(np.array_equal(a, b) for a, b in zip(_leaves(restored), _leaves(state)))
+        return
+    LENET_DAMAGE[damage](path, _lenet_arrays(path))
+    with pytest.raises(io.StaleCache):
+        F._restore(path, config, "d" * 64)
+
+
+def test_damaged_lenet_cache_is_retrained_with_one_warning(lenet, tmp_path, monkeypatch, caplog):
+    from madjax.deep import features as F
+
+    config, state, _ = lenet
+    monkeypatch.setattr(F, "train_lenet", lambda config, data, progress: (state, 0.5))  # training is not the point
+    F._extractor.cache_clear()
+    first = F.lenet_features("digits", cache_dir=tmp_path)
+    LENET_DAMAGE["NaN weights"](first.path, _lenet_arrays(first.path))
+    F._extractor.cache_clear()
+    caplog.clear()
+    again = F.lenet_features("digits", cache_dir=tmp_path)
+    (warning,) = _warnings(caplog)
+    assert first.path in warning and "non-finite" in warning and not again.from_cache
+    F._extractor.cache_clear()
+    assert F.lenet_features("digits", cache_dir=tmp_path).from_cache  # the retrained file is whole again
+    F._extractor.cache_clear()
+
+
+def _leaves(tree):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+# ----------------------------------------------------------------------------- item 8: checkpoints
+
+LOOP = DeepLoop("fully-synthetic", n_ini=4, n_real=0, n_syn=5, accumulate=True)
+
+
+def _train(out, generations):
+    calls = []
+    rows = run_loop(_tagging_model(calls), _source(), LOOP, lam=0.7, generations=generations, seed=3, out=str(out),
+                    evaluate=_evaluate, n_eval=4, n_ref=4, progress=False)
+    return calls, rows
+
+
+def _each_file(pattern, change):
+    files = glob.glob(pattern, recursive=True)
+    assert files, pattern
+    for f in files:
+        with open(f, "rb") as fh:
+            data = fh.read()
+        with open(f, "wb") as fh:
+            fh.write(change(data))
+
+
+def _set_meta(step_dir, **fields):
+    path = os.path.join(step_dir, "meta", "metadata")
+    with open(path) as f:
+        meta = json.load(f)
+    with open(path, "w") as f:
+        json.dump({**meta, **fields}, f)
+
+
+CHECKPOINT_DAMAGE = {
+    "truncated arrays": lambda s: _each_file(f"{s}/state/**/d/*", lambda b: b[: len(b) // 2]),
+    "garbage arrays": lambda s: _each_file(f"{s}/state/**/d/*", lambda b: bytes(255 - x for x in b)),
+    "garbage metadata": lambda s: _each_file(f"{s}/meta/metadata", lambda b: b"\x00garbage"),
+    "wrong generation": lambda s: _set_meta(s, generation=int(os.path.basename(s)) + 1),
+    "metric rows missing": lambda s: _set_meta(s, metrics=[]),
+    "state missing": lambda s: shutil.rmtree(f"{s}/state"),
+    "emptied": lambda s: (shutil.rmtree(s), os.mkdir(s)),
+}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("straight"), 3)
+
+
+@pytest.mark.parametrize("damage", list(CHECKPOINT_DAMAGE))
+def test_damaged_latest_checkpoint_falls_back_to_the_one_before(damage, straight, tmp_path, caplog):
+    _train(tmp_path, 2)  # keeps the checkpoints of generations 1 and 2
+    CHECKPOINT_DAMAGE[damage](str(tmp_path / "checkpoints" / "2"))
+    caplog.clear()
+    calls, rows = _train(tmp_path, 3)
+    (warning,) = _warnings(caplog)
+    assert "generation 2 unusable" in warning and "resuming from generation 1" in warning and "\n" not in warning
+    assert len(calls) == 2 and rows == straight[1]  # generations 2 and 3 redone, bit for bit
+    for a, b in zip(calls, straight[0][1:]):
+        np.testing.assert_array_equal(a, b)
+    assert Checkpointer(str(tmp_path / "checkpoints")).latest() == 3
+
+
+def test_no_usable_checkpoint_starts_again(straight, tmp_path, caplog):
+    _train(tmp_path, 2)
+    for step in ("1", "2"):
+        CHECKPOINT_DAMAGE["wrong generation"](str(tmp_path / "checkpoints" / step))
+    caplog.clear()
+    calls, rows = _train(tmp_path, 3)
+    (warning,) = _warnings(caplog)
+    assert "starting from generation 1" in warning
+    assert len(calls) == 3 and rows == straight[1]
