@@ -37,6 +37,27 @@ eigenvalues of Σ. Two factorisations provide them (``factor``):
   ``eigh`` itself clips rounding-negative eigenvalues); such fits are flagged
   in ``GaussianParams.jitter`` and reported as ``underflow``.
 
+* ``"factored"`` (the fully synthetic loop with K = 1 and no accumulation):
+  Σ_t is never formed. Its square root is carried as a product of
+  triangular factors, ``L_t = sqrt(λ / (n − 1)) · L_{t−1} · A_t`` with A_t the
+  Bartlett factor of generation t (:func:`gaussian_factored`), stored as a
+  normalised lower-triangular ``root`` times ``exp(log_scale)``, and the
+  log-diagonal of ``L_t`` is summed separately (the diagonal of a product of
+  lower-triangular matrices is the product of their diagonals). So
+  ``log det Σ_t = 2 Σ_k log (L_t)_kk`` is exact in float32 for any
+  conditioning and any overall scale, no Cholesky or eigen-solve is needed per
+  generation, and W2 comes from the singular values of ``root``.
+
+**Accuracy of the diagnostics** (float32 and float64 alike, ``eps`` the
+working precision): ``w2`` to ``d·eps·max sqrt(e)`` absolute, ``cov_trace`` and
+``mean_sq_norm`` to a few ``eps`` relative (or absolutely below the smallest
+normal number), ``cov_logdet`` to **0.05 nats**. The factored route meets that
+by construction. The pooled routes (``eigh``, ``cholesky``) compute log det
+from eigenvalues, each known only to ``δ = d·eps·max e`` (plus the Cholesky
+jitter where one was added): where ``Σ_i δ / e_i > 0.05`` -- Σ too badly
+conditioned for the working precision -- ``cov_logdet`` is recorded as NaN
+and ``logdet_lost`` is set, never a finite wrong value (float64 then helps).
+
 Ranks are tracked analytically: a set of n points spans an affine subspace of
 dimension at most ``n − 1``; points sampled from a model of rank r span at
 most ``min(n − 1, r)``; the union of groups of points spans at most
@@ -112,6 +133,48 @@ class GaussianParams(NamedTuple):
     jitter: Array
 
 
+class FactoredGaussian(NamedTuple):
+    """A Gaussian ``N(mean, S Sᵀ)`` with a lower-triangular square root ``S = exp(log_scale) · root``.
+
+    As a fitted model it is ``G = N(μ, Σ)`` with ``Σ = S Sᵀ``; as the
+    statistics of n points (:class:`FactoredStats`) the same record holds
+    ``x̄`` and the scatter ``S Sᵀ``.
+
+    Attributes:
+      mean: ``(d,)`` μ (or x̄).
+      root: ``(d, d)`` lower triangular, scaled so that ``max |root| = 1`` (0 for S = 0).
+      log_scale: ``()`` log of the scale of S: S underflows in no precision.
+      log_diag: ``(d,)`` ``log S_kk``, summed generation by generation with
+        Kahan compensation (``−inf`` on the null columns of a singular S).
+      log_diag_err: ``(d,)`` the Kahan compensation of ``log_diag``.
+      rank: ``()`` int32, analytic rank of S.
+    """
+
+    mean: Array
+    root: Array
+    log_scale: Array
+    log_diag: Array
+    log_diag_err: Array
+    rank: Array
+
+
+class FactoredStats(NamedTuple):
+    """Statistics of n points in factored form: x̄ and ``scatter = S Sᵀ``, fields as in :class:`FactoredGaussian`.
+
+    Attributes:
+      n: ``()`` int32, number of points; the other fields as in
+        :class:`FactoredGaussian` with ``mean = x̄`` and ``S Sᵀ = scatter``.
+    """
+
+    n: Array
+    mean: Array
+    root: Array
+    log_scale: Array
+    log_diag: Array
+    log_diag_err: Array
+    rank: Array
+
+
 class GaussianEngine(NamedTuple):
     """The generation-step interface of a Gaussian model plus its data algebra.
 
@@ -141,7 +204,7 @@ def union_rank(ranks: Array, dim: int) -> Array:
     return jnp.minimum(jnp.sum(ranks + 1), dim + 1).astype(jnp.int32) - 1
 
 
-FACTORS = ("eigh", "cholesky")
+FACTORS = ("eigh", "cholesky", "factored")
 
 # Cholesky retry: diagonal jitter 100·d·eps·max(diag Σ).
 _JITTER = 100.0
@@ -426,37 +489,127 @@ def gaussian_sampled(dim: int, max_points: int, dtype="float32", factor: str = "
     return GaussianEngine(init, fit, sample, sample_real, concat, pool_init, pool_append, dim, dtype.name)
 
 
+def _kahan_add(total: Array, err: Array, x: Array) -> tuple[Array, Array]:
+    """``total + x`` with Kahan's compensation ``err``: the log-diagonal of a
+    product of T factors stays exact to a few eps whatever T (a plain float32
+    running sum drifts by ~sqrt(T)·eps·|total|). ``−inf`` terms (null columns)
+    keep a zero compensation instead of NaN."""
+    y = x - err
+    new = total + y
+    err = jnp.where(jnp.isfinite(new), (new - total) - y, 0.0)
+    return new, err
+
+
+def _normalised(prod: Array) -> tuple[Array, Array]:
+    """``(prod / m, log m)`` with ``m = max |prod|`` (1 for a zero matrix)."""
+    m = jnp.max(jnp.abs(prod))
+    m = jnp.where(m > 0, m, 1.0)
+    return prod / m, jnp.log(m)
+
+
+def gaussian_factored(dim: int, dtype="float32") -> GaussianEngine:
+    """The exact engine in square-root form, for the fully synthetic loop (module docstring).
+
+    ``Dataset`` = :class:`FactoredStats`, params = :class:`FactoredGaussian`.
+    Sampling n points from ``N(μ, λ S Sᵀ)`` gives, exactly in law,
+    ``x̄ = μ + sqrt(λ / n) S z`` and ``scatter = (sqrt(λ) S A)(sqrt(λ) S A)ᵀ``
+    with A the Bartlett factor (df = n − 1): a product of lower-triangular
+    matrices, so the square root of the scatter is ``sqrt(λ) S A`` itself and
+    ``log diag`` adds ``log diag A + ½ log λ``. Fitting (Eq. 1) divides the
+    scatter by ``n − 1``: ``S ← S / sqrt(n − 1)``. Nothing is factorised, and
+    statistics cannot be pooled (``concat`` raises): the engine serves the
+    fully synthetic loop with memory K = 1 and no accumulation, where each
+    generation trains on one sample of the previous model.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> eng = gaussian_factored(3)
+      >>> data = eng.sample_real(jax.random.key(0), jnp.int32(50))
+      >>> g = eng.fit(jax.random.key(1), None, data)
+      >>> g.root.shape, bool(jnp.all(jnp.triu(g.root, 1) == 0))
+      ((3, 3), True)
+    """
+    dtype = jnp.dtype(dtype)
+
+    def init(key) -> FactoredGaussian:
+        del key
+        zeros = jnp.zeros((dim,), dtype)
+        return FactoredGaussian(zeros, jnp.eye(dim, dtype=dtype), jnp.zeros((), dtype), zeros, zeros,
+                                jnp.int32(dim))
+
+    def sample(key, params: FactoredGaussian, n, lam) -> FactoredStats:
+        n = jnp.asarray(n, jnp.int32)
+        k_mean, k_scatter = jax.random.split(key)
+        a = bartlett_factor(k_scatter, n - 1, dim, dtype)
+        half_log_lam = 0.5 * jnp.log(jnp.asarray(lam, dtype))
+        root, log_m = _normalised(params.root @ a)
+        log_diag, err = _kahan_add(params.log_diag, params.log_diag_err,
+                                   jnp.log(jnp.diagonal(a)) + half_log_lam)
+        nf = jnp.maximum(n, 1).astype(dtype)
+        step = jnp.exp(params.log_scale + half_log_lam) / jnp.sqrt(nf)
+        z = jax.random.normal(k_mean, (dim,), dtype)
+        mean = jnp.where(n > 0, params.mean + step * (params.root @ z), 0.0)
+        return FactoredStats(n=n, mean=mean, root=root, log_scale=params.log_scale + half_log_lam + log_m,
+                             log_diag=log_diag, log_diag_err=err, rank=jnp.minimum(n - 1, params.rank))
+
+    def fit(key, params, data: FactoredStats) -> FactoredGaussian:
+        del key, params  # Eq. (1) is deterministic
+        half_log_df = 0.5 * jnp.log(jnp.maximum(data.n - 1, 1).astype(dtype))
+        log_diag, err = _kahan_add(data.log_diag, data.log_diag_err, -half_log_df)
+        return FactoredGaussian(mean=data.mean, root=data.root, log_scale=data.log_scale - half_log_df,
+                                log_diag=log_diag, log_diag_err=err, rank=data.rank)
+
+    def sample_real(key, n) -> FactoredStats:
+        return sample(key, init(key), n, 1.0)
+
+    def concat(*parts):
+        raise ValueError("factor: factored statistics cannot be pooled; use factor='eigh' or 'cholesky'")
+
+    def pool_init(generations: int) -> FactoredStats:
+        del generations  # a placeholder: the factored loop keeps no pool
+        empty = init(None)
+        return FactoredStats(jnp.int32(0), *empty[:-1], jnp.int32(-1))
+
+    return GaussianEngine(init, fit, sample, sample_real, concat, pool_init, concat, dim, dtype.name)
+
+
 # ----------------------------------------------------------------------------- diagnostics
 
 
 class Diagnostics(NamedTuple):
     """Per-generation diagnostics of the fitted model ``G^t = N(μ_t, Σ_t)``.
 
-    All ``()``; in a simulation each becomes ``(chains, T)``.
+    All ``()``; in a simulation each becomes ``(chains, T)``. Accuracies: module docstring.
     """
 
     w2: Array  # W2(G^t, N(0, I))
     mean_sq_norm: Array  # ‖μ_t‖²
     cov_trace: Array  # tr Σ_t
-    cov_logdet: Array  # log det Σ_t, −inf where rank < d
+    cov_logdet: Array  # log det Σ_t, −inf where rank < d, NaN where not computable to 0.05 nats
     cov_rank: Array  # analytic rank of Σ_t
     underflow: Array  # bool: fewer numerically positive eigenvalues than the rank
     nonfinite: Array  # bool: μ_t or Σ_t holds NaN/inf
+    logdet_lost: Array  # bool: log det Σ_t not computable to 0.05 nats in this precision (cov_logdet NaN)
 
 
-def diagnose(params: GaussianParams, factor: str = "eigh") -> Diagnostics:
+LOGDET_ACCURACY = 0.05
+"""Nats: ``cov_logdet`` is recorded where it is known at least this well, NaN elsewhere."""
+
+
+def diagnose(params, factor: str = "eigh") -> Diagnostics:
     """Distances of the fitted model (not the λ-scaled sampler) to ``N(0, I_d)``.
 
     :func:`diagnose_moments` completed by :func:`add_spectrum`.
 
     Args:
-      params: the fitted model.
+      params: the fitted model (:class:`GaussianParams`, or
+        :class:`FactoredGaussian` for ``factor="factored"``).
       factor: how ``params`` was fitted (static; see :func:`add_spectrum`).
     """
-    return add_spectrum(diagnose_moments(params), params, factor)
+    return add_spectrum(diagnose_moments(params, factor), params, factor)
 
 
-def add_spectrum(moments: Diagnostics, params: GaussianParams, factor: str = "eigh") -> Diagnostics:
+def add_spectrum(moments: Diagnostics, params, factor: str = "eigh") -> Diagnostics:
     """``moments`` (from :func:`diagnose_moments`) with the diagnostics that need Σ's spectrum.
 
     ``W2² = ‖μ‖² + Σ_i (sqrt(e_i) − 1)²`` (the Bures formula with the identity),
@@ -464,13 +617,22 @@ def add_spectrum(moments: Diagnostics, params: GaussianParams, factor: str = "ei
     analytic rank is d and ``−inf`` otherwise. ``underflow`` adds eigenvalues
     lost below the working precision.
 
+    Each eigenvalue is known to ``δ = d·eps·max e`` (plus the Cholesky jitter
+    ``100·d·eps·max diag Σ`` where one was added; a diagonal fallback is not
+    Σ's spectrum at all), so ``log e_i`` to ``δ / e_i``: where
+    ``Σ_i δ / e_i`` exceeds :data:`LOGDET_ACCURACY`, ``cov_logdet`` is NaN and
+    ``logdet_lost`` is set.
+
     Args:
       moments: the moment diagnostics of ``params``.
       params: the fitted model.
       factor: how ``params`` was fitted (static): ``"eigh"`` fits carry their
         eigenvalues, ``"cholesky"`` fits have them computed here
-        (:func:`symmetric_eigvals`).
+        (:func:`symmetric_eigvals`), ``"factored"`` fits give their singular
+        values and an exact log det (:func:`gaussian_factored`).
     """
+    if factor == "factored":
+        return _add_factored_spectrum(moments, params)
     dim = params.mean.shape[-1]
     dtype = params.mean.dtype
     if factor == "eigh":
@@ -479,25 +641,50 @@ def add_spectrum(moments: Diagnostics, params: GaussianParams, factor: str = "ei
         e = _zero_null_space(symmetric_eigvals(params.cov, params.jitter), params.rank)
     e = jnp.maximum(e, 0.0)
     w2 = jnp.sqrt(moments.mean_sq_norm + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
-    tiny = jnp.finfo(dtype).tiny
+    eps, tiny = jnp.finfo(dtype).eps, jnp.finfo(dtype).tiny
+    e_max = jnp.max(e)
     # eigh resolves eigenvalues to about d·eps·max(e): below that a value is zero.
-    numeric_rank = jnp.sum(e > jnp.maximum(dim * jnp.finfo(dtype).eps * jnp.max(e), tiny))
+    numeric_rank = jnp.sum(e > jnp.maximum(dim * eps * e_max, tiny))
     full = params.rank >= dim
+    delta = dim * eps * e_max * (1.0 + _JITTER * (params.jitter >= 1))
+    log_error = jnp.sum(delta / jnp.maximum(e, tiny))
+    lost = full & ((log_error > LOGDET_ACCURACY) | (params.jitter >= 2))
     logdet = jnp.where(full, jnp.sum(jnp.log(jnp.maximum(e, tiny))), -jnp.inf)
-    return moments._replace(w2=w2, cov_logdet=logdet.astype(dtype),
+    logdet = jnp.where(lost, jnp.nan, logdet)
+    return moments._replace(w2=w2, cov_logdet=logdet.astype(dtype), logdet_lost=lost,
                             underflow=moments.underflow | (numeric_rank < params.rank))
 
 
-def diagnose_moments(params: GaussianParams) -> Diagnostics:
+def _add_factored_spectrum(moments: Diagnostics, params: FactoredGaussian) -> Diagnostics:
+    """W2 from the singular values of ``root``; log det exact from the summed log-diagonal."""
+    dim = params.mean.shape[-1]
+    sv = jnp.linalg.svd(params.root, compute_uv=False)[::-1]  # ascending
+    sv = _zero_null_space(sv, params.rank) * jnp.exp(params.log_scale)
+    w2 = jnp.sqrt(moments.mean_sq_norm + jnp.sum((sv - 1.0) ** 2))
+    logdet = jnp.where(params.rank >= dim, 2.0 * jnp.sum(params.log_diag), -jnp.inf)
+    return moments._replace(w2=w2, cov_logdet=logdet.astype(params.mean.dtype))
+
+
+def diagnose_moments(params, factor: str = "eigh") -> Diagnostics:
     """The diagnostics that need no spectrum; ``w2`` and ``cov_logdet`` are NaN.
 
     What a loop records on the generations it skips with ``w2_every > 1``;
-    ``underflow`` then reports only Cholesky jitter.
+    ``underflow`` then reports only Cholesky jitter (never anything for
+    ``"factored"``, whose state loses nothing).
     """
     dtype = params.mean.dtype
-    finite = jnp.all(jnp.isfinite(params.mean)) & jnp.all(jnp.isfinite(params.cov))
     nan = jnp.asarray(jnp.nan, dtype)
+    if factor == "factored":
+        finite = (jnp.all(jnp.isfinite(params.mean)) & jnp.all(jnp.isfinite(params.root))
+                  & jnp.isfinite(params.log_scale))
+        # tr S Sᵀ = exp(2 log_scale)·‖root‖², summed in logs so that it underflows only in the result
+        trace = jnp.exp(2.0 * params.log_scale + jnp.log(jnp.sum(params.root**2)))
+        underflow = jnp.asarray(False)
+    else:
+        finite = jnp.all(jnp.isfinite(params.mean)) & jnp.all(jnp.isfinite(params.cov))
+        trace = jnp.trace(params.cov)
+        underflow = params.jitter > 0
     return Diagnostics(
-        w2=nan, mean_sq_norm=jnp.sum(params.mean**2), cov_trace=jnp.trace(params.cov), cov_logdet=nan,
-        cov_rank=params.rank, underflow=params.jitter > 0, nonfinite=~finite,
+        w2=nan, mean_sq_norm=jnp.sum(params.mean**2), cov_trace=trace.astype(dtype), cov_logdet=nan,
+        cov_rank=params.rank, underflow=underflow, nonfinite=~finite, logdet_lost=jnp.asarray(False),
     )

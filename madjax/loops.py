@@ -46,6 +46,7 @@ from madjax.gaussian import (
     add_spectrum,
     diagnose_moments,
     gaussian_exact,
+    gaussian_factored,
     gaussian_sampled,
 )
 from madjax.validation import ParameterError, check_choice, check_int
@@ -67,10 +68,12 @@ class LoopSpec:
       dim: dimension d.
       max_points: buffer rows per draw of the sampled engine (ignored by exact).
       dtype: ``"float32"`` or ``"float64"``.
-      factor: ``"eigh"`` (always valid) or ``"cholesky"`` (Cholesky for sampling,
+      factor: ``"eigh"`` (always valid), ``"cholesky"`` (Cholesky for sampling,
         eigenvalues without eigenvectors for the diagnostics; valid when every
-        fit has full rank by construction, see :func:`choose_factor`), module
-        docstring of :mod:`madjax.gaussian`.
+        fit has full rank by construction) or ``"factored"`` (the square root
+        carried as a product of triangular factors, exact log det; the fully
+        synthetic loop with K = 1, no accumulation, exact engine), see
+        :func:`choose_factor` and the module docstring of :mod:`madjax.gaussian`.
       w2_every: compute the spectral diagnostics (``w2``, ``cov_logdet``,
         ``underflow`` from the spectrum) only on generations 1, 1 + k, 1 + 2k, …
         and record NaN on the others. With ``factor="cholesky"`` nothing else
@@ -99,15 +102,21 @@ class LoopSpec:
             raise ParameterError("memory", "memory K > 1 cannot be combined with accumulate")
         if self.engine == "sampled":
             check_int("max_points", self.max_points, minimum=2)
+        if self.factor == "factored" and not factored_loop(self.kind, memory=self.memory,
+                                                          accumulate=self.accumulate, engine=self.engine):
+            raise ParameterError("factor", "factored needs the fully-synthetic loop with memory 1, no accumulate "
+                                           "and the exact engine (other loops pool real and synthetic data)")
 
     def engine_model(self) -> GaussianEngine:
+        if self.factor == "factored":
+            return gaussian_factored(self.dim, self.dtype)
         if self.engine == "exact":
             return gaussian_exact(self.dim, self.dtype, self.factor)
         return gaussian_sampled(self.dim, self.max_points, self.dtype, self.factor)
 
     def diagnose(self, model, t) -> Diagnostics:
         """Diagnostics of generation ``t``'s model; spectral ones only every ``w2_every``-th."""
-        moments = diagnose_moments(model)
+        moments = diagnose_moments(model, self.factor)
         if self.w2_every == 1:
             return add_spectrum(moments, model, self.factor)
         # t is the scan's own counter, shared by all chains: under vmap this
@@ -132,8 +141,23 @@ def full_rank(kind: str, dim: int, *, n_ini, n_real, n_syn) -> bool:
     return bool(np.all(first >= dim + 1) and np.all(later >= dim + 1))
 
 
-def choose_factor(kind: str, dim: int, *, n_ini, n_real, n_syn) -> str:
-    """``"cholesky"`` where :func:`full_rank` holds for every cell, else ``"eigh"``."""
+def factored_loop(kind: str, *, memory: int = 1, accumulate: bool = False, engine: str = "exact") -> bool:
+    """Whether each generation trains on one sample of one model only, so Σ_t need never be formed.
+
+    That is the fully synthetic loop with K = 1 and no accumulation on the
+    exact engine: ``L_t = sqrt(λ / (n_s − 1)) L_{t−1} A_t``
+    (:func:`madjax.gaussian.gaussian_factored`). Every other loop pools
+    groups of points, whose scatter is a sum, not a product.
+    """
+    return kind == "fully-synthetic" and memory == 1 and not accumulate and engine == "exact"
+
+
+def choose_factor(kind: str, dim: int, *, n_ini, n_real, n_syn, memory: int = 1, accumulate: bool = False,
+                  engine: str = "exact") -> str:
+    """``"factored"`` where :func:`factored_loop` holds; else ``"cholesky"`` where
+    :func:`full_rank` holds for every cell; else ``"eigh"``."""
+    if factored_loop(kind, memory=memory, accumulate=accumulate, engine=engine):
+        return "factored"
     return "cholesky" if full_rank(kind, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn) else "eigh"
 
 
