@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 from typing import NamedTuple
 
@@ -73,6 +72,7 @@ import xarray as xr
 from jax import lax
 
 from madjax.base import Array, GenerativeModel
+from madjax.io import describe, provenance
 from madjax.metrics import precision_recall
 from madjax.validation import (
     ParameterError,
@@ -726,10 +726,5 @@ def _to_dataset(cfg: LoopConfig, run: dict, diag: GMMDiagnostics, snap_params, s
     config = dataclasses.asdict(cfg)
     config.update(model_name="gmm", lam=run["lam"], generations=T, chains=C, seed=run["seed"],
                   snapshots=list(run["snapshots"]), accumulate=False, sigma=SIGMA, grid=list(GRID))
-    from madjax import __version__
-
-    ds.attrs["config"] = json.dumps(config)
-    ds.attrs["madjax_version"] = __version__
-    ds.attrs["jax_version"] = jax.__version__
-    ds.attrs["device"] = f"{jax.default_backend()}:{jax.local_devices()[0].device_kind} x{jax.local_device_count()}"
-    return ds
+    ds.attrs.update(provenance(config))
+    return describe(ds)

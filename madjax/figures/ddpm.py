@@ -65,6 +65,7 @@ from madjax.deep.loop import DeepLoop
 from madjax.deep.runner import ddpm_preset_config
 from madjax.figures import PRESETS, Figure
 from madjax.figures import image_loops as IL
+from madjax.figures.style import finish, save, setting
 from madjax.validation import ParameterError, check_choice
 
 FULLY = "ddpm-fully-synthetic"
@@ -163,7 +164,7 @@ def get_config(fig: str, preset: str) -> IL.ImageLoopConfig:
 
 
 def _lam_label(run) -> str:
-    return f"λ = {run['lam']:g}"
+    return setting("lam", run["lam"])
 
 
 def _need(runs: list, fig: str, out_dir: str) -> list:
@@ -172,17 +173,32 @@ def _need(runs: list, fig: str, out_dir: str) -> list:
     return sorted(runs, key=lambda r: (-r["lam"], r["loop"]["n_ini"]))
 
 
-def _title(fig: str, what: str, runs: list) -> str:
-    return f"{fig} -- conditional DDPM, {what} ({runs[0]['data']})"
+# Figure id -> (headline: what it shows, the paper's figure and setting the preset stands in for).
+_TEXT = {
+    "fig4": (r"Conditional DDPM in the fully synthetic loop: FID, precision and recall vs $t$, "
+             r"unbiased ($\lambda$ = 1) and biased sampling",
+             r"Fig. 4 (MNIST, fully synthetic, $n_{\mathrm{ini}}$ = $n_s$ = 60k, T = 500 diffusion steps)"),
+    "fig14": (r"Conditional DDPM in the fully synthetic loop for several $\lambda$: FID, precision and recall vs $t$",
+              r"Fig. 14 (MNIST, fully synthetic, $n_{\mathrm{ini}}$ = $n_s$ = 60k, more generations and $\lambda$)"),
+    "fig8": (r"Conditional DDPM in the synthetic augmentation loop (real data plus samples of $\mathcal{G}^{t-1}$)",
+             "Fig. 8 (MNIST, 60k real + 60k synthetic per generation)"),
+    "fig28": (r"Conditional DDPM in the synthetic augmentation loop with accumulation (samples of every "
+              r"earlier generation)", "Fig. 28 (MNIST, 60k real + (t − 1)·60k synthetic)"),
+    "fig29": ("Synthetic augmentation: samples of the last generation only vs of all earlier generations",
+              "Fig. 29 (the runs of Figs 8 and 28, MNIST)"),
+    "fig9-ddpm": (r"Conditional DDPM in the fresh data loop: the FID converges to one level whatever "
+                  r"$n_{\mathrm{ini}}$", "Fig. 9, right (MNIST, $n_r$ = $n_s$ = 2000)"),
+}
 
 
-def _plot_lams(fig: str, family: str, what: str, *, ends_only: bool = False):
+def _plot_lams(fig: str, family: str, *, ends_only: bool = False):
     def plot(out_dir: str) -> list[str]:
         runs = _need(IL.saved_runs(out_dir, family), fig, out_dir)
         if ends_only:  # λ = 1 and the strongest bias, as in the paper's Fig. 4
             keep = {max(r["lam"] for r in runs), min(r["lam"] for r in runs)}
             runs = [r for r in runs if r["lam"] in keep]
-        return IL.metrics_and_samples_figure(out_dir, fig, _title(fig, what, runs), runs, label=_lam_label,
+        title, paper = _TEXT[fig]
+        return IL.metrics_and_samples_figure(out_dir, fig, title, runs, label=_lam_label, paper=paper,
                                              baseline_metrics=IL.baseline(out_dir, family))
 
     return plot
@@ -198,35 +214,33 @@ def _plot_fig29(out_dir: str) -> list[str]:
     pooled = _need(IL.saved_runs(out_dir, ACCUMULATE), "fig29", out_dir)
     lams = sorted({r["lam"] for r in last + pooled}, reverse=True)
     color = {lam: f"C{i}" for i, lam in enumerate(lams)}
-    series = [(f"λ = {r['lam']:g}, last generation", r["rows"], "-o", color[r["lam"]]) for r in last]
-    series += [(f"λ = {r['lam']:g}, all generations", r["rows"], "--s", color[r["lam"]]) for r in pooled]
-    fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.2))
+    series = [(f"{_lam_label(r)}, last generation", r["rows"], "-o", color[r["lam"]]) for r in last]
+    series += [(f"{_lam_label(r)}, all generations", r["rows"], "--s", color[r["lam"]]) for r in pooled]
+    fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.4), constrained_layout=True)
     IL.plot_curves(axes, series, baseline_metrics=IL.baseline(out_dir, AUGMENT))
-    fig.suptitle(_title("fig29", "synthetic augmentation: samples of the last generation vs of all "
-                                 "previous generations", last), fontsize=9)
-    fig.tight_layout()
-    return IL.save(fig, out_dir, "fig29")
+    title, paper = _TEXT["fig29"]
+    finish(fig, title, IL.caption_for(last + pooled, paper))
+    return save(fig, out_dir, "fig29")
 
 
 def _plot_fig9(out_dir: str) -> list[str]:
     runs = _need(IL.saved_runs(out_dir, FRESH), "fig9-ddpm", out_dir)
-    loop = runs[0]["loop"]
-    what = f"fresh data loop, n_r = {loop['n_real']}, n_s = {loop['n_syn']}, λ = {runs[0]['lam']:g}"
 
     def last_only(run):
         return [run["rows"][-1]["generation"]]
 
-    return IL.metrics_and_samples_figure(out_dir, "fig9-ddpm", _title("fig9-ddpm", what, runs), runs,
-                                         label=lambda r: f"n_ini = {r['loop']['n_ini']}",
+    title, paper = _TEXT["fig9-ddpm"]
+    return IL.metrics_and_samples_figure(out_dir, "fig9-ddpm", f"{title} ({_lam_label(runs[0])})", runs,
+                                         label=lambda r: setting("n_ini", r["loop"]["n_ini"]), paper=paper,
                                          baseline_metrics=IL.baseline(out_dir, FRESH),
                                          sample_generations=last_only)
 
 
 _PLOTS = {
-    "fig4": _plot_lams("fig4", FULLY, "fully synthetic loop", ends_only=True),
-    "fig14": _plot_lams("fig14", FULLY, "fully synthetic loop, several λ"),
-    "fig8": _plot_lams("fig8", AUGMENT, "synthetic augmentation loop (samples of the last generation)"),
-    "fig28": _plot_lams("fig28", ACCUMULATE, "synthetic augmentation loop with accumulation"),
+    "fig4": _plot_lams("fig4", FULLY, ends_only=True),
+    "fig14": _plot_lams("fig14", FULLY),
+    "fig8": _plot_lams("fig8", AUGMENT),
+    "fig28": _plot_lams("fig28", ACCUMULATE),
     "fig29": _plot_fig29,
     "fig9-ddpm": _plot_fig9,
 }

@@ -41,6 +41,8 @@ import numpy as np
 import xarray as xr
 
 from madjax.figures import PRESETS, Figure
+from madjax.figures.style import caption, finish, save, setting
+from madjax.io import check_schema, open_checked
 from madjax.validation import ParameterError, check_choice, check_int, check_lam
 
 NAME = "fig11_12"
@@ -135,6 +137,7 @@ def run(config: GMMFigureConfig, out_dir: str, *, seed: int = 0, progress: bool 
     combined = _combined(out_dir)
     if os.path.exists(combined):
         with xr.open_dataset(combined) as ds:
+            check_schema(combined, ds.attrs)
             if json.loads(ds.attrs.get("figure_config", "{}")) == record:
                 return  # fig11 and fig12 share one run
     os.makedirs(_dir(out_dir), exist_ok=True)
@@ -147,6 +150,8 @@ def run(config: GMMFigureConfig, out_dir: str, *, seed: int = 0, progress: bool 
         path = os.path.join(_dir(out_dir), f"chains_{first:05d}-{first + count - 1:05d}.nc")
         paths.append(path)
         if os.path.exists(path):
+            with xr.open_dataset(path) as done:
+                check_schema(path, done.attrs)
             continue
         if progress:
             print(f"{NAME}: chains {first}–{first + count - 1} of {config.chains}", flush=True)
@@ -196,16 +201,15 @@ def _load(out_dir: str) -> xr.Dataset:
     path = _combined(out_dir)
     if not os.path.exists(path):
         raise ParameterError("from", f"no {NAME} data under {out_dir!r} (run `madjax reproduce fig11` first)")
-    return xr.load_dataset(path)
+    return open_checked(path)
 
 
-def _save(fig, out_dir: str, name: str) -> list[str]:
-    paths = []
-    for ext in ("png", "pdf"):
-        path = os.path.join(out_dir, f"{name}.{ext}")
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        paths.append(path)
-    return paths
+def _caption(ds: xr.Dataset, what: str) -> str:
+    config = json.loads(ds.attrs.get("figure_config", "{}"))
+    return caption(config.get("preset"), dim=2, chains=ds.sizes["chain"], per=None,
+                   paper=f"{what} (25-mode GMM, fully synthetic, λ = 1, 2,000 generations)",
+                   notes=[f"{setting('n_ini', config.get('n', '?'))} = $n_s$ samples per generation, "
+                          f"{setting('lam', config.get('lam', 1.0))}, T = {ds.sizes['generation']}"])
 
 
 def plot_fig11(out_dir: str) -> list[str]:
@@ -220,25 +224,22 @@ def plot_fig11(out_dir: str) -> list[str]:
     ds = _load(out_dir)
     snaps = [int(t) for t in ds.snapshot.values]
     chain = ds.chain.values[0]
-    fig, axes = plt.subplots(1, len(snaps), figsize=(3.2 * len(snaps), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(snaps), figsize=(3.2 * len(snaps), 3.4), squeeze=False, constrained_layout=True)
     grid = np.array([(a, b) for a in GRID for b in GRID])
     for ax, t in zip(axes[0], snaps):
         x = ds.snap_samples.sel(chain=chain, snapshot=t).values
         ax.scatter(grid[:, 0], grid[:, 1], s=14, marker="+", color="tab:red", linewidths=0.6, zorder=1)
         ax.scatter(x[:, 0], x[:, 1], s=3, alpha=0.6, color="tab:blue", rasterized=True, zorder=2)
         covered = int(ds.modes_covered.sel(chain=chain, generation=t))
-        ax.set_title(f"t = {t}: {covered}/25 modes")
+        ax.set_title(f"$t$ = {t}: {covered}/25 modes covered", fontsize=10)
         ax.set_xlim(-5.5, 5.5)
         ax.set_ylim(-5.5, 5.5)
         ax.set_aspect("equal")
         ax.set_xticks([-4, -2, 0, 2, 4])
         ax.set_yticks([-4, -2, 0, 2, 4])
-    fig.suptitle(f"GMM in a fully synthetic loop: {x.shape[0]} samples of $G^t$ (chain {chain}; "
-                 "+: true modes)", fontsize=10)
-    fig.tight_layout()
-    paths = _save(fig, out_dir, "fig11")
-    plt.close(fig)
-    return paths
+    finish(fig, r"A GMM in the fully synthetic loop loses modes: samples of $\mathcal{G}^t$ "
+                f"(+: the 25 true modes; chain {chain}, {x.shape[0]} points)", _caption(ds, "Fig. 11"), width=90)
+    return save(fig, out_dir, "fig11", dpi=150)
 
 
 def plot_fig12(out_dir: str) -> list[str]:
@@ -250,18 +251,19 @@ def plot_fig12(out_dir: str) -> list[str]:
 
     ds = _load(out_dir)
     t = ds.generation.values
-    panels = [("total_variance", "total variance (tr Σ)", False),
+    panels = [("total_variance", r"total variance tr $\Sigma$", False),
               ("modal_variance", "average modal variance", True),
               ("recall", "recall (k = 5)", False),
               ("modes_covered", "modes covered (of 25)", False)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), constrained_layout=True)
     for ax, (name, label, log) in zip(axes, panels):
         values = ds[name].values.astype(float)
         mean = np.nanmean(values, axis=0)
         lo, hi = np.nanquantile(values, [0.1, 0.9], axis=0)
-        ax.fill_between(t, lo, hi, alpha=0.25, color="tab:blue", linewidth=0)
-        ax.plot(t, mean, color="tab:blue", linewidth=1.2)
-        ax.set_xlabel("generation t")
+        ax.fill_between(t, lo, hi, alpha=0.25, color="tab:blue", linewidth=0,
+                        label=f"10–90 % of {ds.sizes['chain']} chains")
+        ax.plot(t, mean, color="tab:blue", linewidth=1.2, label="mean over chains")
+        ax.set_xlabel("generation $t$")
         ax.set_title(label, fontsize=10)
         if log:
             ax.set_yscale("log")
@@ -269,13 +271,10 @@ def plot_fig12(out_dir: str) -> list[str]:
             ax.set_ylim(0, 26)
         if name == "recall":
             ax.set_ylim(0, 1.02)
-    config = json.loads(ds.attrs.get("figure_config", "{}"))
-    fig.suptitle(f"GMM, fully synthetic loop, λ = {config.get('lam', 1.0):g}, n = {config.get('n', '?')}: "
-                 f"mean and 10–90 % band over {ds.sizes['chain']} chains", fontsize=10)
-    fig.tight_layout()
-    paths = _save(fig, out_dir, "fig12")
-    plt.close(fig)
-    return paths
+    axes[0].legend(fontsize=7)
+    finish(fig, "Diversity of a GMM in the fully synthetic loop: recall tracks the loss of modes best",
+           _caption(ds, "Fig. 12"))
+    return save(fig, out_dir, "fig12", dpi=150)
 
 
 FIGURES = {

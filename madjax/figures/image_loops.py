@@ -43,6 +43,7 @@ from madjax.data import IMAGE_NAMES, MNIST_SHAPE, Images, get_source, load_image
 from madjax.deep.loop import DeepLoop, check_resumable, image_grid, read_metrics, run_loop
 from madjax.deep.runner import MODELS, check_real_sizes, image_evaluation
 from madjax.figures import PRESETS
+from madjax.figures.style import caption, finish, save, setting
 from madjax.validation import ParameterError, check_choice, check_int, check_lam
 
 # Image size of each data set, known without reading any file (dry runs).
@@ -315,6 +316,16 @@ def _data_note(config: ImageLoopConfig) -> str:
 # ----------------------------------------------------------------------------- plots
 
 
+def caption_for(runs: list, paper: str) -> str:
+    """The caption line of an image-loop figure, from its saved runs' configurations."""
+    first = runs[0]
+    h, w = DATA_SHAPES.get(first["data"], (0, 0))
+    loop = first["loop"]
+    sizes = ", ".join(setting(k, loop[k]) for k in ("n_ini", "n_real", "n_syn") if loop.get(k))
+    return caption(first.get("preset"), dim=f"{h * w} ({h}×{w} {first['data']} images)", chains=1, per="curve",
+                   paper=paper, notes=[f"{sizes} per generation; {len(runs)} run(s)"])
+
+
 def plot_curves(axes, series, *, baseline_metrics=None, metrics=METRICS) -> None:
     """FID / precision / recall vs generation, one line per ``(label, rows, style, color)``."""
     for ax, name in zip(axes, metrics):
@@ -324,7 +335,7 @@ def plot_curves(axes, series, *, baseline_metrics=None, metrics=METRICS) -> None
         if baseline_metrics and name in baseline_metrics:
             ax.axhline(baseline_metrics[name], color="0.4", lw=0.8, ls=":", label="real (train vs test)")
         ax.set_title(LABELS.get(name, name), fontsize=9)
-        ax.set_xlabel("generation t", fontsize=8)
+        ax.set_xlabel("generation $t$", fontsize=8)
         ax.tick_params(labelsize=7)
         if name in ("precision", "recall"):
             ax.set_ylim(-0.02, 1.02)
@@ -339,22 +350,14 @@ def draw_grid(ax, x: np.ndarray, y: np.ndarray | None, title: str, per_row: int 
     ax.set_title(title, fontsize=7)
 
 
-def save(fig, out_dir: str, name: str) -> list[str]:
-    paths = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("png", "pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=130, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return paths
-
-
-def metrics_and_samples_figure(out_dir: str, name: str, title: str, runs: list, *, label, baseline_metrics=None,
-                               sample_generations=None) -> list[str]:
+def metrics_and_samples_figure(out_dir: str, name: str, title: str, runs: list, *, label, paper: str,
+                               baseline_metrics=None, sample_generations=None) -> list[str]:
     """The standard layout: FID / precision / recall curves above a row of sample grids per run.
 
     Args:
+      title: the headline (what the figure shows).
       runs: saved runs (:func:`saved_runs`), one curve each.
+      paper: the paper's figure and setting the preset stands in for (caption line).
       label: ``run -> str`` legend label.
       baseline_metrics: the real-data floor (dotted).
       sample_generations: ``run -> [t, ...]`` generations whose samples are
@@ -372,14 +375,14 @@ def metrics_and_samples_figure(out_dir: str, name: str, title: str, runs: list, 
         wanted = sample_generations(r) if sample_generations else ([saved[0], saved[-1]] if saved else [])
         cells += [(r, t) for t in dict.fromkeys(wanted) if t in samples[r["path"]]]
     grid_rows = math.ceil(len(cells) / 6)
-    fig = plt.figure(figsize=(10.0, 3.0 + 1.9 * grid_rows))
-    spec = fig.add_gridspec(1 + grid_rows, 6, height_ratios=[2.6] + [2.0] * grid_rows, hspace=0.45, wspace=0.35)
+    fig = plt.figure(figsize=(10.0, 3.4 + 1.9 * grid_rows), layout="constrained")
+    spec = fig.add_gridspec(1 + grid_rows, 6, height_ratios=[2.6] + [2.0] * grid_rows)
     axes = [fig.add_subplot(spec[0, 2 * i:2 * i + 2]) for i in range(3)]
     series = [(label(r), r["rows"], "-o", f"C{i}") for i, r in enumerate(runs)]
     plot_curves(axes, series, baseline_metrics=baseline_metrics)
     for i, (r, t) in enumerate(cells):
         ax = fig.add_subplot(spec[1 + i // 6, i % 6])
         x, y = samples[r["path"]][t]
-        draw_grid(ax, x, y, f"{label(r)}, t = {t}")
-    fig.suptitle(title, fontsize=10)
+        draw_grid(ax, x, y, f"{label(r)}, $t$ = {t}")
+    finish(fig, title, caption_for(runs, paper))
     return save(fig, out_dir, name)

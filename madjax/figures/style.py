@@ -43,13 +43,13 @@ def setting(name: str, value) -> str:
     return f"{symbol(name)} = {value:g}" if isinstance(value, (int, float)) else f"{symbol(name)} = {value}"
 
 
-def caption(preset: str | None, *, paper: str, dim=None, chains=None, per: str = "cell", notes=()) -> str:
+def caption(preset: str | None, *, paper: str, dim=None, chains=None, per: str | None = "cell", notes=()) -> str:
     """The caption line: ``"quick preset · d = 10 · 64 chains per cell · stands in for the paper's …"``."""
     parts = [f"{preset} preset" if preset else "user sweep"]
     if dim is not None:
         parts.append(f"d = {dim}")
     if chains is not None:
-        parts.append(f"{chains} chain{'s' if chains != 1 else ''} per {per}")
+        parts.append(f"{chains} chain{'s' if chains != 1 else ''}" + (f" per {per}" if per else ""))
     parts.append(f"stands in for the paper's {paper}" if preset else paper)
     return " · ".join(parts) + "".join(f". {n}" for n in notes)
 

@@ -28,6 +28,7 @@ import dataclasses
 from madjax.deep.loop import DeepLoop
 from madjax.figures import PRESETS, Figure
 from madjax.figures import image_loops as IL
+from madjax.figures.style import setting
 from madjax.validation import ParameterError, check_choice
 
 NAME = "fig13"
@@ -69,8 +70,11 @@ def plot(out_dir: str) -> list[str]:
         last = run["rows"][-1]["generation"]
         return sorted({1, max(1, round(last / 3)), max(1, round(2 * last / 3)), last})
 
-    title = f"{NAME} -- WGAN-GP, fully synthetic loop, λ = {runs[0]['lam']:g} ({runs[0]['data']})"
-    return IL.metrics_and_samples_figure(out_dir, NAME, title, runs, label=lambda r: f"λ = {r['lam']:g}",
+    lam = setting("lam", runs[0]["lam"])
+    title = f"WGAN-GP in the fully synthetic loop ({lam}): FID, precision and recall vs generation $t$"
+    return IL.metrics_and_samples_figure(out_dir, NAME, title, runs, label=lambda r: setting("lam", r["lam"]),
+                                         paper="Fig. 13 (MNIST, fully synthetic, $n_{\\mathrm{ini}}$ = $n_s$ = 60k, "
+                                               "$\\lambda$ = 1, 100 generations)",
                                          baseline_metrics=IL.baseline(out_dir, FAMILY), sample_generations=spread)
 
 
