@@ -9,7 +9,6 @@ into a Dataset with dims ``(chain, generation)`` (DESIGN §10).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 
@@ -19,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from madjax.gaussian import FACTORS
+from madjax.io import describe, provenance
 from madjax.loops import (
     LOOPS,
     LoopParams,
@@ -238,17 +238,6 @@ def to_dataset(config: SimulationConfig, records: dict) -> xr.Dataset:
     return ds
 
 
-def _provenance(config: SimulationConfig) -> dict:
-    from madjax import __version__
-
-    return {
-        "config": json.dumps(dataclasses.asdict(config)),
-        "madjax_version": __version__,
-        "jax_version": jax.__version__,
-        "device": f"{jax.default_backend()}:{jax.local_devices()[0].device_kind} x{jax.local_device_count()}",
-    }
-
-
 def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn=None, lam=1.0,
              generations, chains=1, memory=1, accumulate=False, real_fraction=None, n_total=None,
              engine="exact", dtype="float32", seed=0, factor="auto", w2_every=1, chunk=None,
@@ -298,8 +287,8 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
                           accumulate=config.accumulate)
     else:
         ds = to_dataset(config, run_diagnostics(config, chunk=chunk, progress=progress))
-    ds.attrs.update(_provenance(config))
-    return ds
+    ds.attrs.update(provenance(dataclasses.asdict(config)))
+    return describe(ds)
 
 
 def simulate_to_file(out, **kwargs) -> xr.Dataset:
