@@ -13,7 +13,8 @@ import json
 import sys
 from typing import Sequence
 
-from madjax import __version__
+from madjax import __version__, compile_cache
+from madjax._progress import configure_logging
 from madjax.validation import ParameterError
 
 LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
@@ -25,7 +26,8 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse hook
-        raise _UsageError(message)
+        """``argument --loop: invalid choice ...`` -> ``--loop: invalid choice ...``: arguments as typed."""
+        raise _UsageError(message.removeprefix("argument "))
 
 
 def _fail(message: str) -> int:
@@ -53,105 +55,178 @@ def _str_list(text: str) -> list[str]:
     return _positive_list(text, str)
 
 
-def _add_common(p: argparse.ArgumentParser, *, x64: bool = True) -> None:
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--distributed", action="store_true",
-                   help="multi-host run with jax.distributed (coordinator from MADJAX_COORDINATOR, "
-                        "MADJAX_NUM_PROCESSES, MADJAX_PROCESS_ID, or auto-detected on Slurm/MPI/TPU); "
-                        "process 0 writes the results")
-    if x64:
-        p.add_argument("--x64", action="store_true", help="enable float64 (jax x64 mode) at start-up")
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default after its help (``(default: 256)``), except where there is none to state."""
+
+    def _get_help_string(self, action):
+        if not action.option_strings or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return action.help
+        return super()._get_help_string(action)
+
+
+# Deep models of ``train`` (madjax.deep.MODELS; spelled here so that --help does not import flax).
+TRAIN_MODELS = ("glow", "ddpm", "wgan")
+
+
+def _command(sub, name: str, *, help: str, description: str, positionals: dict | None = None):
+    """A subcommand; ``positionals`` maps library parameter names to the argument as typed (``figure`` -> FIG)."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=_HelpFormatter)
+    p.set_defaults(positionals=positionals or {})
+    return p
+
+
+def _add_run(group, *, seed: bool = True) -> None:
+    """``--seed``, ``--x64``, ``--distributed``."""
+    if seed:
+        group.add_argument("--seed", type=int, default=0, help="random seed")
+    group.add_argument("--x64", action="store_true", help="enable float64 (jax's x64 mode) at start-up")
+    group.add_argument("--distributed", action="store_true",
+                       help="multi-host run with jax.distributed (coordinator from MADJAX_COORDINATOR, "
+                            "MADJAX_NUM_PROCESSES, MADJAX_PROCESS_ID, or auto-detected on Slurm/MPI/TPU); "
+                            "process 0 writes the results")
+
+
+def _add_talk(group) -> None:
+    """``--quiet`` and ``-v``: how much the command says on stderr while it works."""
+    group.add_argument("--quiet", action="store_true",
+                       help="no progress bars or stage lines (warnings and errors are still shown)")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="more detail on stderr: inner progress (epochs, root-finding stages)")
+
+
+def _groups(p, *titles: str) -> list:
+    """Option groups of ``--help`` (loop, sizes, data, run, output)."""
+    return [p.add_argument_group(t) for t in titles]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from madjax.data import DATA_NAMES
+    from madjax.effective import EFFECTIVE_LOOPS
+    from madjax.figures import FIGURE_IDS, PRESETS
+    from madjax.gaussian import FACTORS
+    from madjax.loops import ENGINES
+    from madjax.simulate import MODELS
+
+    factors = ("auto",) + FACTORS
     parser = _Parser(
         prog="madjax",
         description=(
             "Self-consuming generative loops in JAX: simulate Gaussian / GMM autophagous loops, "
-            "measure the effective sample size n_e, sweep phase diagrams, reproduce the paper's figures."
+            "measure the effective sample size n_e, sweep phase diagrams, reproduce the paper's figures. "
+            "Compiled functions are cached under $MADJAX_CACHE/jax (MADJAX_COMPILATION_CACHE=0 turns it off)."
         ),
     )
     parser.add_argument("--version", action="version", version=f"madjax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     # simulate ---------------------------------------------------------------------
-    p = sub.add_parser("simulate", help="run Monte-Carlo chains of one loop and write a NetCDF file",
-                       description="Run C independent chains of a self-consuming loop for T generations.")
-    p.add_argument("--model", default="gaussian", help="gaussian | gmm (default gaussian)")
-    p.add_argument("--loop", required=True, help=" | ".join(LOOPS))
-    p.add_argument("--dim", type=int, default=None, help="dimension d (Gaussian; GMM is 2-D)")
-    p.add_argument("--n-ini", type=int, default=None, help="real samples of generation 1")
-    p.add_argument("--n-real", type=int, default=None, help="real samples per generation (t >= 2)")
-    p.add_argument("--n-syn", type=int, default=None, help="synthetic samples per generation (t >= 2)")
-    p.add_argument("--lam", type=float, default=1.0, help="sampling bias λ in (0, 1] (default 1)")
-    p.add_argument("--generations", type=int, required=True, help="generations T")
-    p.add_argument("--chains", type=int, default=1, help="independent chains C (default 1)")
-    p.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models (default 1)")
-    p.add_argument("--accumulate", action="store_true", help="keep every previous generation's synthetic samples")
-    p.add_argument("--real-fraction", type=float, default=None, help="real fraction p of --n-total")
-    p.add_argument("--n-total", type=int, default=None, help="total training-set size with --real-fraction")
-    p.add_argument("--engine", default="exact", help="exact (sufficient statistics) | sampled (draw the points)")
-    p.add_argument("--factor", default="auto",
-                   help="auto | eigh | cholesky: how each fitted covariance is factorised (default auto: Cholesky "
-                        "plus eigenvalues where every covariance has full rank, else eigh)")
-    p.add_argument("--w2-every", type=int, default=1,
-                   help="record w2 and cov_logdet every k-th generation only (NaN between; default 1)")
-    p.add_argument("--chunk", type=int, default=None, help="chains per compiled batch (memory bound)")
-    p.add_argument("--out", required=True, help="output NetCDF file (RUN.nc)")
-    _add_common(p)
+    p = _command(sub, "simulate", help="run Monte-Carlo chains of one loop and write a NetCDF file",
+                 description="Run C independent chains of a self-consuming loop for T generations and write "
+                             "their per-generation diagnostics to RUN.nc (dims chain, generation).")
+    loop, sizes, run, output = _groups(p, "loop", "sizes", "run", "output")
+    loop.add_argument("--model", default="gaussian", choices=MODELS,
+                      help="gaussian (d-dimensional, exact or sampled) or a 2-D Gaussian mixture")
+    loop.add_argument("--loop", required=True, choices=LOOPS, help="which self-consuming loop")
+    loop.add_argument("--lam", type=float, default=1.0, help="sampling bias λ in (0, 1]")
+    loop.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models")
+    loop.add_argument("--accumulate", action="store_true", help="keep every previous generation's synthetic samples")
+    loop.add_argument("--engine", default="exact", choices=ENGINES,
+                      help="exact: sufficient statistics (Bartlett), any n at O(d³); sampled: draw the points")
+    loop.add_argument("--factor", default="auto", choices=factors,
+                      help="how each fitted covariance is factorised (auto: the fastest route that is exact for "
+                           "the loop's sizes)")
+    sizes.add_argument("--dim", type=int, default=None, help="dimension d (Gaussian; the GMM is 2-D)")
+    sizes.add_argument("--n-ini", type=int, default=None, help="real samples of generation 1")
+    sizes.add_argument("--n-real", type=int, default=None, help="real samples per generation (t >= 2)")
+    sizes.add_argument("--n-syn", type=int, default=None, help="synthetic samples per generation (t >= 2)")
+    sizes.add_argument("--real-fraction", type=float, default=None, help="real fraction p of --n-total")
+    sizes.add_argument("--n-total", type=int, default=None, help="total training-set size with --real-fraction")
+    sizes.add_argument("--generations", type=int, required=True, help="generations T")
+    sizes.add_argument("--chains", type=int, default=1,
+                       help="independent chains C: one trajectory by default; give hundreds for means and "
+                            "standard errors (effective-size and sweep default to 256)")
+    run.add_argument("--chunk", type=int, default=None, help="chains per compiled batch (bounds memory)")
+    _add_run(run)
+    output.add_argument("--out", required=True, help="output NetCDF file (RUN.nc)")
+    output.add_argument("--w2-every", type=int, default=1,
+                        help="record w2 and cov_logdet every k-th generation only (NaN between)")
+    _add_talk(output)
 
     # effective-size ---------------------------------------------------------------
-    p = sub.add_parser("effective-size", help="WD(n_r, n_s, λ), n_e and n_e/n_r of a loop (Eq. 3)",
-                       description="Steady-state Wasserstein distance of a loop and its effective sample size n_e.")
-    p.add_argument("--loop", required=True, help="fresh | synthetic-augmentation")
-    p.add_argument("--w2-every", type=int, default=1,
-                   help="average W2 over every k-th generation of the steady window only (default 1)")
-    p.add_argument("--dim", type=int, required=True)
-    p.add_argument("--n-real", type=int, required=True)
-    p.add_argument("--n-syn", type=int, default=None)
-    p.add_argument("--lam", type=float, default=1.0)
-    p.add_argument("--memory", type=int, default=1)
-    p.add_argument("--chains", type=int, default=256)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--threshold", action="store_true",
-                   help="find the admissibility boundary n_s* where n_e/n_r = 1 (without --n-syn)")
-    _add_common(p)
+    p = _command(sub, "effective-size", help="WD(n_r, n_s, λ), n_e and n_e/n_r of a loop (Eq. 3)",
+                 description="Steady-state Wasserstein distance WD of a loop and its effective sample size n_e, "
+                             "with standard errors; --threshold finds the admissibility boundary n_s* instead.")
+    loop, sizes, run, output = _groups(p, "loop", "sizes", "run", "output")
+    loop.add_argument("--loop", required=True, choices=EFFECTIVE_LOOPS, help="which loop (both have a steady state)")
+    loop.add_argument("--lam", type=float, default=1.0, help="sampling bias λ in (0, 1]")
+    loop.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models")
+    sizes.add_argument("--dim", type=int, required=True, help="dimension d")
+    sizes.add_argument("--n-real", type=int, required=True, help="real samples per generation n_r")
+    sizes.add_argument("--n-syn", type=int, default=None, help="synthetic samples per generation n_s")
+    sizes.add_argument("--chains", type=int, default=256,
+                       help="chains averaged for WD and its standard error (as sweep; simulate's default is 1)")
+    run.add_argument("--threshold", action="store_true",
+                     help="find the admissibility boundary n_s* where n_e/n_r = 1 (without --n-syn)")
+    run.add_argument("--w2-every", type=int, default=1,
+                     help="average W2 over every k-th generation of the steady window only (also with --threshold)")
+    _add_run(run)
+    output.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_talk(output)
 
     # sweep -------------------------------------------------------------------------
-    p = sub.add_parser("sweep", help="n_e/n_r over a user grid, resumable (Zarr) and exported (NetCDF)")
-    p.add_argument("--loop", required=True, help="fresh | synthetic-augmentation")
-    p.add_argument("--dim", type=int, required=True)
-    p.add_argument("--n-real", type=_int_list, default=None, help="comma list")
-    p.add_argument("--n-syn", type=_int_list, default=None, help="comma list")
-    p.add_argument("--lam", type=_float_list, default=None, help="comma list")
-    p.add_argument("--memory", type=_int_list, default=None, help="comma list")
-    p.add_argument("--real-fraction", type=_float_list, default=None, help="comma list")
-    p.add_argument("--n-total", type=_int_list, default=None, help="comma list")
-    p.add_argument("--grid", default=None, help="JSON file {param: [values...]} instead of the lists")
-    p.add_argument("--chains", type=int, default=256)
-    p.add_argument("--name", default="sweep", help="store name: DIR/NAME.zarr and DIR/NAME.nc")
-    p.add_argument("--out", required=True, help="output directory")
-    _add_common(p)
+    p = _command(sub, "sweep", help="n_e/n_r over a user grid, resumable (Zarr) and exported (NetCDF)",
+                 description="n_e/n_r, WD and their standard errors over your own grid: comma lists (a list of "
+                             "one value is fixed, longer lists are swept) or a JSON grid file. Cells are written "
+                             "to DIR/NAME.zarr as they finish (rerun the same command to resume) and exported "
+                             "to DIR/NAME.nc at the end.")
+    loop, sizes, run, output = _groups(p, "loop", "sizes", "run", "output")
+    loop.add_argument("--loop", required=True, choices=EFFECTIVE_LOOPS, help="which loop")
+    loop.add_argument("--lam", type=_float_list, default=None, help="sampling biases λ in (0, 1], comma list")
+    loop.add_argument("--memory", type=_int_list, default=None, help="memories K, comma list")
+    sizes.add_argument("--dim", type=int, required=True, help="dimension d")
+    sizes.add_argument("--n-real", type=_int_list, default=None, help="real samples per generation n_r, comma list")
+    sizes.add_argument("--n-syn", type=_int_list, default=None,
+                       help="synthetic samples per generation n_s, comma list")
+    sizes.add_argument("--real-fraction", type=_float_list, default=None,
+                       help="real fractions p of --n-total, comma list")
+    sizes.add_argument("--n-total", type=_int_list, default=None, help="training-set sizes n, comma list")
+    sizes.add_argument("--grid", default=None, help="JSON file {param: [values...]} instead of the lists")
+    sizes.add_argument("--chains", type=int, default=256,
+                       help="chains per cell (as effective-size; simulate's default is 1)")
+    _add_run(run)
+    output.add_argument("--out", required=True, help="output directory")
+    output.add_argument("--name", default="sweep", help="store name: DIR/NAME.zarr and DIR/NAME.nc")
+    _add_talk(output)
 
     # reproduce / plot --------------------------------------------------------------
-    p = sub.add_parser("reproduce", help="reproduce paper figures",
-                       description="Run a figure's preset, store its data and draw DIR/FIG.png and DIR/FIG.pdf.")
-    p.add_argument("figures", nargs="+", metavar="FIG", help="figure ids, or 'all'")
-    p.add_argument("--preset", default="quick", help="smoke | quick | paper (default quick)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate the configuration, print shapes and a memory estimate, compile one step")
-    _add_common(p)
+    figs = "figure ids (" + ", ".join(FIGURE_IDS) + ")"
+    p = _command(sub, "reproduce", help="reproduce paper figures", positionals={"figure": "FIG"},
+                 description="Run a figure's preset, store its data and draw DIR/FIG.png and DIR/FIG.pdf.")
+    p.add_argument("figures", nargs="+", metavar="FIG", choices=FIGURE_IDS + ("all",), help=figs + ", or all")
+    run, output = _groups(p, "run", "output")
+    run.add_argument("--preset", default="quick", choices=PRESETS,
+                     help="smoke: seconds; quick: minutes on a laptop; paper: the paper's sizes (GPU-scale)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate, print shapes, work, a memory estimate and the wall time estimated on this "
+                          "machine (a short calibration run), without running")
+    _add_run(run)
+    output.add_argument("--out", required=True, help="output directory")
+    _add_talk(output)
 
-    p = sub.add_parser("plot", help="redraw a figure from saved data")
-    p.add_argument("figure", metavar="FIG", nargs="?",
-                   help="figure id; omit it to draw your own sweeps (madjax sweep) under --from")
-    p.add_argument("--from", dest="source", required=True, help="directory written by reproduce")
+    p = _command(sub, "plot", help="redraw a figure from saved data", positionals={"figure": "FIG"},
+                 description="Redraw DIR/FIG.png and DIR/FIG.pdf from the data that reproduce stored in DIR. "
+                             "Without FIG, draw each sweep DIR/NAME.nc written by `madjax sweep` as "
+                             "DIR/NAME.png: a phase diagram over two or three swept parameters, a line plot over one.")
+    p.add_argument("figure", metavar="FIG", nargs="?", choices=FIGURE_IDS,
+                   help=figs + "; omit it to draw your own sweeps")
+    (output,) = _groups(p, "output")
+    output.add_argument("--from", dest="source", required=True, help="directory written by reproduce")
+    _add_talk(output)
 
     # train -------------------------------------------------------------------------
-    p = sub.add_parser(
-        "train", help="run a deep self-consuming loop (one chain), checkpointed and resumable",
+    p = _command(
+        sub, "train", help="run a deep self-consuming loop (one chain), checkpointed and resumable",
+        positionals={"model": "MODEL"},
         description=(
             "Run one chain of a deep self-consuming loop: GLOW on 2-D Rosenbrock points, or a conditional "
             "DDPM / a WGAN-GP on images (the bundled 8x8 digits, or MNIST IDX files). Writes DIR/metrics.csv "
@@ -160,41 +235,52 @@ def build_parser() -> argparse.ArgumentParser:
             "Example: madjax train ddpm --loop fully-synthetic --generations 5 --lam 0.7 --data digits "
             "--preset quick --out runs/ddpm"),
     )
-    p.add_argument("model", metavar="MODEL", help="glow (rosenbrock) | ddpm | wgan (digits, mnist)")
-    p.add_argument("--loop", required=True, help=" | ".join(LOOPS))
-    p.add_argument("--generations", type=int, required=True, help="generations T")
-    p.add_argument("--lam", type=float, default=1.0,
-                   help="sampling bias λ in (0, 1]: latent variance (glow, wgan) or guidance w = 1/λ - 1 (ddpm)")
-    p.add_argument("--data", required=True, help="rosenbrock | digits | mnist")
-    p.add_argument("--data-dir", default=None,
-                   help="directory of the MNIST IDX files, raw or .gz (default $MADJAX_DATA)")
-    p.add_argument("--n-ini", type=int, default=None, help="real samples of generation 1 (default: the preset's)")
-    p.add_argument("--n-real", type=int, default=None, help="real samples per generation t >= 2")
-    p.add_argument("--n-syn", type=int, default=None, help="synthetic samples per generation t >= 2")
-    p.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models (default 1)")
-    p.add_argument("--accumulate", action="store_true", help="keep every previous generation's synthetic samples")
-    p.add_argument("--save-every", type=int, default=1, help="write sample files every K generations (and at 1, T)")
-    p.add_argument("--preset", default="quick", help="smoke | quick | paper (paper: MNIST sizes, a GPU)")
-    p.add_argument("--out", required=True, help="output directory")
-    _add_common(p, x64=False)
+    p.add_argument("model", metavar="MODEL", choices=TRAIN_MODELS,
+                   help="glow (on rosenbrock) | ddpm | wgan (on digits or mnist)")
+    loop, sizes, data, run, output = _groups(p, "loop", "sizes", "data", "run", "output")
+    loop.add_argument("--loop", required=True, choices=LOOPS, help="which self-consuming loop")
+    loop.add_argument("--lam", type=float, default=1.0,
+                      help="sampling bias λ in (0, 1]: latent variance (glow, wgan) or guidance w = 1/λ - 1 (ddpm)")
+    loop.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models")
+    loop.add_argument("--accumulate", action="store_true", help="keep every previous generation's synthetic samples")
+    sizes.add_argument("--generations", type=int, required=True, help="generations T")
+    sizes.add_argument("--n-ini", type=int, default=None, help="real samples of generation 1 (default: the preset's)")
+    sizes.add_argument("--n-real", type=int, default=None, help="real samples per generation t >= 2")
+    sizes.add_argument("--n-syn", type=int, default=None, help="synthetic samples per generation t >= 2")
+    data.add_argument("--data", required=True, choices=DATA_NAMES, help="training data")
+    data.add_argument("--data-dir", default=None,
+                      help="directory of the MNIST IDX files, raw or .gz (default $MADJAX_DATA)")
+    run.add_argument("--preset", default="quick", choices=PRESETS,
+                     help="model and training sizes (paper: MNIST sizes, a GPU)")
+    _add_run(run)
+    output.add_argument("--out", required=True, help="output directory")
+    output.add_argument("--save-every", type=int, default=1,
+                        help="write sample files every K generations (and at 1 and T)")
+    _add_talk(output)
 
     # bench -------------------------------------------------------------------------
-    p = sub.add_parser("bench", help="benchmarks")
-    p.add_argument("what", metavar="WHAT", help="chains")
-    p.add_argument("--dim", type=_int_list, default=[100])
-    p.add_argument("--n-real", type=int, default=1000)
-    p.add_argument("--n-syn", type=_int_list, default=[10000])
-    p.add_argument("--lam", type=float, default=0.9)
-    p.add_argument("--loop", default="fresh")
-    p.add_argument("--chains", type=_int_list, default=[1000])
-    p.add_argument("--generations", type=int, default=20)
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--naive-chains", type=int, default=4, help="chains timed for the naive NumPy loop")
-    p.add_argument("--factor", type=_str_list, default=["auto"],
-                   help="madjax factorisations to time: auto | eigh | cholesky (comma list)")
-    p.add_argument("--w2-every", type=_int_list, default=[1], help="W2 every k-th generation (comma list)")
-    p.add_argument("--json", action="store_true")
-    _add_common(p)
+    p = _command(sub, "bench", help="benchmarks", positionals={"what": "WHAT"},
+                 description="Chain throughput of the exact engine against a naive NumPy loop and the "
+                             "eigvalsh + Cholesky floor, on the same shapes; prints a table (or --json).")
+    p.add_argument("what", metavar="WHAT", choices=("chains",), help="what to time: chains")
+    loop, sizes, run, output = _groups(p, "loop", "sizes", "run", "output")
+    loop.add_argument("--loop", default="fresh", choices=("fresh",), help="the loop timed")
+    loop.add_argument("--lam", type=float, default=0.9, help="sampling bias λ in (0, 1]")
+    sizes.add_argument("--dim", type=_int_list, default="100", help="dimensions d, comma list")
+    sizes.add_argument("--n-real", type=int, default=1000, help="real samples per generation n_r")
+    sizes.add_argument("--n-syn", type=_int_list, default="10000", help="synthetic samples n_s, comma list")
+    sizes.add_argument("--chains", type=_int_list, default="1000",
+                       help="chains per timed call, comma list (1000: the size the speed goals are stated for)")
+    sizes.add_argument("--generations", type=int, default=20, help="generations per timed call")
+    sizes.add_argument("--naive-chains", type=int, default=4, help="chains timed for the naive NumPy loop")
+    run.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                     help="dtype of the madjax rows (float64 needs --x64)")
+    run.add_argument("--factor", type=_str_list, default="auto",
+                     help=f"madjax factorisations to time, comma list of {', '.join(factors)}")
+    run.add_argument("--w2-every", type=_int_list, default="1", help="W2 every k-th generation, comma list")
+    _add_run(run)
+    output.add_argument("--json", action="store_true", help="print one JSON object with a list of rows")
+    _add_talk(output)
     return parser
 
 
@@ -290,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    configure_logging(args.verbose, args.quiet)
+    compile_cache.configure()
     if getattr(args, "x64", False):
         import jax
 
@@ -301,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             initialize()
         return _COMMANDS[args.command](args)
     except ParameterError as err:
-        return _fail(f"{err.option}: {err.message}")
+        return _fail(f"{args.positionals.get(err.param, err.option)}: {err.message}")
     except KeyboardInterrupt:
         return _fail("interrupted")
 

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from madjax.io import StaleCache, load_checked_npz, rebuild_notice, save_checked_npz
+from madjax._progress import log, progress_bar
 from madjax.loops import (
     LoopParams,
     LoopSpec,
@@ -296,6 +297,8 @@ def edist_table(dim: int, dtype: str = "float32", *, chains: int = TABLE_CHAINS,
             rebuild_notice("E-dist", path, f"is invalid ({problem})")
         except StaleCache as err:
             rebuild_notice("E-dist", path, f"is {err}")
+    log.info("building the E-dist table E[W2(G(n), P_r)] for d = %d, %s: %d sizes x %d chains", dim, dtype, len(n),
+             chains)
     spec = LoopSpec(kind="fresh", dim=dim, dtype=dtype)
     params = stack_params([LoopParams.create(n_ini=int(k), n_real=2, n_syn=0, dtype=dtype) for k in n])
     from madjax.loops import run_cells_jit
@@ -389,17 +392,19 @@ def effective_size(*, loop="fresh", dim, n_real, n_syn, lam=1.0, memory=1, chain
     return result_record(est, invert(table, est.wd, est.wd_se), n_real, chains)
 
 
-def ratio_curve(n_syn_values, *, loop, dim, n_real, lam, memory, chains, seed, dtype, table, horizon_T=None):
+def ratio_curve(n_syn_values, *, loop, dim, n_real, lam, memory, chains, seed, dtype, table, horizon_T=None,
+                w2_every=1):
     """n_e/n_r and its se for several n_s at once (one compilation, common random numbers)."""
     cells = [dict(n_real=n_real, n_syn=int(s), lam=lam, memory=memory) for s in n_syn_values]
     ests = steady_wd_cells(cells, loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory,
-                           horizon_T=horizon_T)
+                           horizon_T=horizon_T, w2_every=w2_every)
     recs = [result_record(e, invert(table, e.wd, e.wd_se), n_real, chains) for e in ests]
     return recs
 
 
 def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=256, seed=0, dtype="float32",
-                            ratio_max: float = 100.0, points: int = 9, z: float = 1.96) -> dict:
+                            ratio_max: float = 100.0, points: int = 9, z: float = 1.96, w2_every: int = 1,
+                            progress: bool = False) -> dict:
     """The admissibility boundary n_s*(n_r, λ): where n_e/n_r crosses 1.
 
     A coarse log grid of n_s ∈ [0.05 n_r, ratio_max · n_r] brackets the sign
@@ -409,21 +414,32 @@ def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=
     stable. The interval ``[n_syn_star_lo, n_syn_star_hi]`` spans the n_s where
     the pointwise ``z``-interval of n_e/n_r still contains 1. If n_e/n_r ≥ 1
     over the whole range (e.g. λ = 1), ``n_syn_star`` is None and
-    ``n_syn_star_lo`` is the largest n_s tried (a lower bound).
+    ``n_syn_star_lo`` is the largest n_s tried (a lower bound). ``w2_every``
+    as in :func:`effective_size`; ``progress`` shows a bar over the n_s evaluated.
     """
     loop, dim, n_real, _, lam, memory, chains, seed, dtype = _validate(
         loop, dim, n_real, None, lam, memory, chains, seed, dtype)
+    w2_every = check_int("w2_every", w2_every, minimum=1)
     table = edist_table(dim, dtype)
     kw = dict(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains, seed=seed, dtype=dtype,
-              table=table)
+              table=table, w2_every=w2_every)
     grid = np.unique(np.maximum(np.round(n_real * np.logspace(np.log10(0.05), np.log10(ratio_max), points)), 1)
                      .astype(int))
     # one horizon for every evaluation: same chains, same generations (CRN)
     kw["horizon_T"] = max(horizon(burn_in(n_real, int(s), memory)) for s in grid)
+    with progress_bar(total=len(grid) + points, desc=f"n_s* root finding (n_r = {n_real}, λ = {lam:g})",
+                      enabled=progress, unit="n_s") as bar:
+        return _bracket_and_refine(grid, kw, points, z, bar)
+
+
+def _bracket_and_refine(grid, kw, points, z, bar) -> dict:
+    """The two stages of :func:`admissibility_threshold`: bracket on ``grid``, refine inside the bracket."""
     recs = ratio_curve(grid, **kw)
+    bar.update(len(grid))
     r = np.array([x["n_e_ratio"] for x in recs])
     below = np.nonzero(r < 1)[0]
     if below.size == 0:
+        bar.update(points)
         return {"n_syn_star": None, "n_syn_star_lo": float(grid[-1]), "n_syn_star_hi": None,
                 "threshold_grid": grid.tolist(), "threshold_ratio": r.tolist()}
     k = below[0]
@@ -431,6 +447,7 @@ def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=
     fine = np.unique(np.round(np.exp(np.linspace(np.log(lo_s), np.log(grid[k]), points))).astype(int))
     fine = fine[~np.isin(fine, grid)]
     recs_f = ratio_curve(fine, **kw) if fine.size else []
+    bar.update(points)
     s_all = np.concatenate([grid, fine])
     r_all = np.concatenate([r, [x["n_e_ratio"] for x in recs_f]])
     se_all = np.concatenate([[x["n_e_ratio_se"] for x in recs], [x["n_e_ratio_se"] for x in recs_f]])
@@ -462,11 +479,12 @@ def effective_size_cli(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, t
         raise ParameterError("n_syn", "is required (or use --threshold)")
     if threshold:
         found = admissibility_threshold(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains,
-                                        seed=seed, dtype=dtype)
+                                        seed=seed, dtype=dtype, w2_every=w2_every, progress=progress)
         star = found["n_syn_star"]
         n_syn_eval = int(round(star)) if star is not None else int(found["n_syn_star_lo"])
+        log.info("evaluating n_e at n_s = %d (n_s* rounded)", n_syn_eval)
         result = effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn_eval, lam=lam, memory=memory,
-                                chains=chains, seed=seed, dtype=dtype)
+                                chains=chains, seed=seed, dtype=dtype, w2_every=w2_every)
         result["n_syn"] = n_syn_eval
         result.update({k: found[k] for k in ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")})
         return result

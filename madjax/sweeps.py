@@ -21,7 +21,7 @@ import os
 import numpy as np
 import xarray as xr
 
-from madjax._progress import progress_bar
+from madjax._progress import WeightedProgress, log
 from madjax.effective import (
     EFFECTIVE_LOOPS,
     burn_in,
@@ -181,8 +181,10 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
     index = store.cells()
     done = store.done()
     todo = [i for i, idx in enumerate(index) if not done[idx]]
-    with progress_bar(total=len(index), desc=name, enabled=progress, unit="cell") as bar:
-        bar.update(len(index) - len(todo))
+    log.info("%s: %d of %d cells to run, %d chains, d = %d, %.3g chain-generations", name, len(todo), len(index),
+             chains, dim, chains * sum(levels[i] for i in todo))
+    with WeightedProgress([chains * lv for lv in levels], done=[i for i, idx in enumerate(index) if done[idx]],
+                          desc=name, enabled=progress) as bar:
         batches = [(level, group[start:start + batch]) for level in sorted(set(levels))
                    for group in [[i for i in todo if levels[i] == level]] for start in range(0, len(group), batch)]
         for level, chunk in batches:
@@ -193,7 +195,8 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
                 rec["n_e_bound"] = _BOUND_CODE[rec["n_e_bound"]]
                 rec["converged"] = int(rec["converged"])
                 store.write(index[i], {k: rec[k] for k in OUTPUTS})
-            bar.update(len(chunk))
+            bar.advance(chunk)
+    log.info("%s: exporting %s", name, os.path.join(out, f"{name}.nc"))
     ds = store.export(os.path.join(out, f"{name}.nc"))
     return ds
 

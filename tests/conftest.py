@@ -1,4 +1,4 @@
-"""Shared fixtures: x64 switching and the critical value of statistical asserts.
+"""Shared fixtures: private caches, x64 switching and the critical value of statistical asserts.
 
 Statistical checks assert ``|estimate − exact| ≤ z · se`` with ``se`` from the
 Monte-Carlo chains and ``z`` chosen from a false-fail rate ``alpha`` split
@@ -10,6 +10,17 @@ import jax
 import numpy as np
 import pytest
 from scipy import stats
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_caches(tmp_path_factory):
+    """The suite never writes the user's ``~/.cache/madjax``: caches live in the
+    session's temporary directory, and JAX's persistent compilation cache stays
+    off (a command line test would otherwise turn it on for the whole process)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MADJAX_CACHE", str(tmp_path_factory.getbasetemp() / "madjax-cache"))
+        mp.setenv("MADJAX_COMPILATION_CACHE", "0")
+        yield
 
 
 def zcrit(m: int = 1, alpha: float = 1e-4) -> float:

@@ -75,7 +75,7 @@ def test_reproduce_smoke_writes_figures_and_plot_redraws(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,option", [
-    (["reproduce", "fig99", "--preset", "smoke"], "--figure"),
+    (["reproduce", "fig99", "--preset", "smoke"], "FIG"),
     (["reproduce", "fig10", "--preset", "huge"], "--preset"),
     (["plot", "fig10", "--from", "/nonexistent"], "--from"),
 ])
