@@ -320,17 +320,28 @@ def create_store(path: str, ds: xr.Dataset, encoding: dict) -> None:
 
     A kill or a full disk during creation leaves no store at ``path`` (only a
     hidden temporary, cleared by the next creation), so a rerun starts afresh
-    instead of meeting half a store.
+    instead of meeting half a store. Every chunk is written, even one that
+    holds only the fill value, so that a missing chunk always means damage.
     """
     remove_stale(path)
     with atomic_path(path) as tmp:
-        ds.to_zarr(tmp, mode="w-", encoding=encoding, consolidated=False)
+        ds.to_zarr(tmp, mode="w-", encoding=encoding, consolidated=False, write_empty_chunks=True)
+
+
+def write_region(path: str, ds: xr.Dataset, region: dict) -> None:
+    """Overwrite a region of an existing store (every chunk written, see :func:`create_store`)."""
+    ds.to_zarr(path, region=region, consolidated=False, write_empty_chunks=True)
 
 
 def _group(path: str):
     import zarr
 
     return zarr.open_group(path, mode="r")
+
+
+def store_attrs(path: str) -> dict:
+    """The attributes of the Zarr store at ``path`` (read without decoding any variable)."""
+    return dict(_group(path).attrs)
 
 
 def store_problem(path: str, shapes: dict[str, tuple]) -> str | None:
@@ -353,25 +364,30 @@ def store_problem(path: str, shapes: dict[str, tuple]) -> str | None:
 
 
 def read_cells(path: str, name: str) -> np.ndarray:
-    """A store variable as float64; the cells of chunks that are missing or cannot be decoded are NaN.
+    """A store variable as float64; cells whose chunk is missing or cannot be decoded are NaN.
 
-    A missing chunk reads as the variable's fill value; a corrupt one fails
-    to decode, and is then read cell by cell (chunks hold one cell each).
+    Chunks hold one cell each (leading dims of chunk size 1). A corrupt chunk
+    fails to decode, and the variable is then read cell by cell.
     """
     array = _group(path)[name]
+    lead = 0  # the leading dims of one-cell chunks
+    while lead < array.ndim and array.chunks[lead] == 1:
+        lead += 1
+    cells = list(itertools.product(*(range(n) for n in array.shape[:lead])))
     try:
-        return np.asarray(array[...], np.float64)
+        values = np.asarray(array[...], np.float64)
     except Exception:  # noqa: BLE001 - a corrupt chunk: fall back to the cells one by one
-        lead = 0  # the leading dims of one-cell chunks
-        while lead < array.ndim and array.chunks[lead] == 1:
-            lead += 1
         values = np.full(array.shape, np.nan)
-        for index in itertools.product(*(range(n) for n in array.shape[:lead])):
+        for index in cells:
             try:
                 values[index] = np.asarray(array[index], np.float64)
             except Exception:  # noqa: BLE001 - this cell's chunk is unreadable: NaN
                 pass
-        return values
+    for index in cells:
+        key = array.metadata.encode_chunk_key(index + (0,) * (array.ndim - lead))
+        if not os.path.exists(os.path.join(path, name, key)):  # read as the fill value, which proves nothing
+            values[index] = np.nan
+    return values
 
 
 def trusted_cells(path: str, cell_shape: tuple, checks: dict[str, float | None]) -> np.ndarray:

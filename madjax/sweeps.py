@@ -10,6 +10,13 @@ so a killed sweep resumes where it stopped; because a cell's numbers depend
 only on its parameters, the chain keys and its horizon level, the resumed
 sweep reproduces an uninterrupted one exactly. When all cells are done the
 store is exported to ``DIR/<name>.nc``.
+
+The store is created atomically (built aside, then renamed: a kill during
+creation leaves nothing to trip over) and checked before it is trusted: on
+every open and before export, a cell marked done whose values are missing,
+unreadable or invalid is recomputed (one warning line); a store whose
+metadata is damaged is started again when no cell is finished, and refused
+with one line otherwise (:class:`CellStore`, :mod:`madjax.io`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 
 import numpy as np
 import xarray as xr
@@ -31,7 +39,18 @@ from madjax.effective import (
     result_record,
     steady_wd_cells,
 )
-from madjax.io import check_schema, describe, provenance
+from madjax.io import (
+    atomic_path,
+    check_schema,
+    create_store,
+    describe,
+    provenance,
+    read_cells,
+    store_attrs,
+    store_problem,
+    trusted_cells,
+    write_region,
+)
 from madjax.loops import LoopParams
 from madjax.validation import (
     ParameterError,
@@ -96,51 +115,113 @@ class CellStore:
     of another schema or another ``config`` is refused, never resumed.
     """
 
-    def __init__(self, path: str, grid: dict, outputs: dict, config: dict, fixed: dict | None = None):
-        """``outputs``: name -> (extra dims, extra shape, dtype, fill); ``config``: what the cells depend on."""
+    def __init__(self, path: str, grid: dict, outputs: dict, config: dict, fixed: dict | None = None, *,
+                 nan_ok: tuple[str, ...] = ()):
+        """``outputs``: name -> (extra dims, extra shape, dtype, fill); ``config``: what the cells depend on;
+        ``nan_ok``: float outputs that may be NaN in a finished cell (all others must be finite, and integer
+        outputs must differ from their fill)."""
         self.path, self.grid, self.outputs = path, grid, outputs
         self.dims = tuple(grid)
         self.shape = tuple(len(v) for v in grid.values())
+        self.checks = {name: fill if np.issubdtype(dtype, np.integer) else None
+                       for name, (_, _, dtype, fill) in outputs.items() if name not in nan_ok}
         attrs = provenance(config)
-        if os.path.exists(path):
-            stored = xr.open_zarr(path, consolidated=False)
-            check_schema(path, stored.attrs)
-            if stored.attrs.get("config") != attrs["config"]:
-                raise ParameterError("out", f"{path} holds a different sweep; choose another --out or --name")
-            return
+        if os.path.lexists(path):
+            self._reopen(attrs)
+        if not os.path.lexists(path):
+            self._create(attrs, fixed)
+        self.verify()
+
+    def _create(self, attrs: dict, fixed: dict | None) -> None:
         data = {}
         encoding = {}
-        for name, (extra_dims, extra_shape, dtype, fill) in {**outputs, "done": ((), (), np.int8, 0)}.items():
+        for name, (extra_dims, extra_shape, dtype, fill) in {**self.outputs, "done": ((), (), np.int8, 0)}.items():
             data[name] = (self.dims + extra_dims, np.full(self.shape + extra_shape, fill, dtype))
             encoding[name] = {"chunks": (1,) * len(self.dims) + extra_shape}
-        coords = {**{k: np.asarray(v) for k, v in (fixed or {}).items()}, **{k: np.asarray(v) for k, v in grid.items()}}
-        for name, (extra_dims, extra_shape, *_rest) in outputs.items():
+        coords = {**{k: np.asarray(v) for k, v in (fixed or {}).items()},
+                  **{k: np.asarray(v) for k, v in self.grid.items()}}
+        for name, (extra_dims, extra_shape, *_rest) in self.outputs.items():
             for d, n in zip(extra_dims, extra_shape):
                 coords.setdefault(d, np.arange(1, n + 1))
-        ds = describe(xr.Dataset(data, coords=coords, attrs=attrs))
-        ds.to_zarr(path, mode="w", encoding=encoding, consolidated=False)
+        create_store(self.path, describe(xr.Dataset(data, coords=coords, attrs=attrs)), encoding)
+
+    def _reopen(self, attrs: dict) -> None:
+        """Check an existing store: the same sweep, whole metadata; an unfinished creation starts again."""
+        shapes = {name: self.shape + tuple(extra_shape)
+                  for name, (_, extra_shape, *_rest) in {**self.outputs, "done": ((), (), np.int8, 0)}.items()}
+        problem = store_problem(self.path, shapes)
+        if problem is None:
+            stored = store_attrs(self.path)
+            check_schema(self.path, stored)
+            if stored.get("config") != attrs["config"]:
+                raise ParameterError("out", f"{self.path} holds a different sweep; choose another --out or --name")
+            return
+        if not os.path.isdir(self.path) or self._any_done() or not self._looks_like_zarr():
+            raise ParameterError("out", f"{self.path}: damaged store ({problem}); move it away to start again")
+        log.warning("%s: unfinished store (%s); creating it again", self.path, problem)
+        shutil.rmtree(self.path)
+
+    def _any_done(self) -> bool:
+        try:
+            return bool(np.any(read_cells(self.path, "done") == 1))
+        except Exception:  # noqa: BLE001 - no readable flags: no cell was ever finished in this store
+            return False
+
+    def _looks_like_zarr(self) -> bool:
+        """Empty, or Zarr metadata at the top: safe to remove as an unfinished creation."""
+        names = os.listdir(self.path)
+        return not names or bool({"zarr.json", ".zgroup", ".zattrs"} & set(names))
 
     def cells(self):
         return list(itertools.product(*(range(n) for n in self.shape)))
 
     def done(self) -> np.ndarray:
-        return xr.open_zarr(self.path, consolidated=False)["done"].values.astype(bool)
+        """The finished cells whose values can be trusted, as a boolean array over the grid."""
+        return trusted_cells(self.path, self.shape, self.checks)
+
+    def verify(self) -> np.ndarray:
+        """Clear the ``done`` flag of cells whose values are missing, unreadable or invalid; return :meth:`done`.
+
+        Such cells are then recomputed by the next run (one warning line).
+        """
+        flagged = read_cells(self.path, "done") == 1
+        trusted = self.done()
+        bad = [index for index in self.cells() if flagged[index] and not trusted[index]]
+        if bad:
+            log.warning("%s: %d cell(s) marked done hold missing, unreadable or invalid values; recomputing them",
+                        self.path, len(bad))
+            for index in bad:
+                self._flag(index, 0)
+        return trusted
+
+    def _region(self, index: tuple) -> dict:
+        return {d: slice(i, i + 1) for d, i in zip(self.dims, index)}
+
+    def _flag(self, index: tuple, value: int) -> None:
+        flag = xr.Dataset({"done": (self.dims, np.full((1,) * len(self.dims), value, np.int8))})
+        write_region(self.path, flag, self._region(index))
 
     def write(self, index: tuple, values: dict) -> None:
-        region = {d: slice(i, i + 1) for d, i in zip(self.dims, index)}
+        """Store one cell's values, then mark it done."""
         data = {}
         for name, value in values.items():
             extra_dims = self.outputs[name][0]
             data[name] = (self.dims + extra_dims, np.asarray(value)[(None,) * len(self.dims)])
-        xr.Dataset(data).to_zarr(self.path, region=region, consolidated=False)
-        done = xr.Dataset({"done": (self.dims, np.ones((1,) * len(self.dims), np.int8))})
-        done.to_zarr(self.path, region=region, consolidated=False)
+        write_region(self.path, xr.Dataset(data), self._region(index))
+        self._flag(index, 1)
 
     def export(self, nc_path: str) -> xr.Dataset:
-        ds = xr.open_zarr(self.path, consolidated=False).load()
-        tmp = nc_path + ".part"
-        ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, nc_path)
+        """Check every cell (:meth:`verify`), then write ``nc_path`` atomically; refuse an unfinished store."""
+        trusted = self.verify()
+        if not trusted.all():
+            raise ParameterError("out", f"{self.path}: {int((~trusted).sum())} of {trusted.size} cells are not "
+                                        "finished; run the same command again to complete them")
+        try:
+            ds = xr.open_zarr(self.path, consolidated=False).load()
+        except Exception as err:  # noqa: BLE001 - zarr's codec errors share no base
+            raise ParameterError("out", f"{self.path}: unreadable store ({' '.join(str(err).split())})") from None
+        with atomic_path(nc_path, suffix=".nc") as tmp:
+            ds.to_netcdf(tmp, engine="netcdf4")
         return ds
 
 
@@ -176,7 +257,8 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
     outputs = {k: f8 for k in OUTPUTS}
     outputs.update(n_e_bound=((), (), np.int8, -1), converged=((), (), np.int8, -1),
                    burn_in=((), (), np.int32, -1))
-    store = CellStore(os.path.join(out, f"{name}.zarr"), grid, outputs, config, fixed)
+    store = CellStore(os.path.join(out, f"{name}.zarr"), grid, outputs, config, fixed,
+                      nan_ok=("n_e_se", "n_e_ratio_se"))
     table = edist_table(dim, dtype)
     index = store.cells()
     done = store.done()

@@ -261,3 +261,146 @@ def test_no_usable_checkpoint_starts_again(straight, tmp_path, caplog):
     (warning,) = _warnings(caplog)
     assert "starting from generation 1" in warning
     assert len(calls) == 3 and rows == straight[1]
+
+
+# ----------------------------------------------------------------------------- items 4, 5, 6: stores
+
+GRID = {"n_real": [4, 8], "n_syn": [2, 16]}  # the sizes of tests/test_sweeps.py: compiled once for both
+
+
+def _sweep(out):
+    from madjax import sweeps
+
+    return sweeps.run_effective_sweep(str(out), "s", loop="fresh", dim=2, grid=GRID, fixed={"lam": 0.8}, chains=16,
+                                      seed=0, batch=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    """A finished sweep's directory (store and export) and its exported numbers."""
+    out = tmp_path_factory.mktemp("sweep")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MADJAX_CACHE", str(out / "cache"))
+    ds = _sweep(out)
+    mp.undo()
+    return out, ds
+
+
+def _chunk(store, name, index):
+    """The file of one cell's chunk of variable ``name`` (Zarr v3 layout, one cell per chunk)."""
+    import zarr
+
+    array = zarr.open_group(store, mode="r")[name]
+    return os.path.join(store, name, array.metadata.encode_chunk_key(index + (0,) * (array.ndim - len(index))))
+
+
+def _set_cell(store, name, index, value):
+    import xarray as xr
+
+    dims = tuple(GRID)
+    region = {d: slice(i, i + 1) for d, i in zip(dims, index)}
+    ds = xr.Dataset({name: (dims, np.full((1, 1), value))}).astype({name: xr.open_zarr(store, consolidated=False)[name].dtype})
+    io.write_region(store, ds, region)
+
+
+STORE_DAMAGE = {  # each leaves cell (1, 0) marked done with values that cannot be trusted
+    "NaN value marked done": lambda z: _set_cell(z, "wd", (1, 0), np.nan),
+    "missing value chunk": lambda z: os.remove(_chunk(z, "n_e_ratio", (1, 0))),
+    "missing integer chunk": lambda z: os.remove(_chunk(z, "converged", (1, 0))),
+    "corrupt value chunk": lambda z: open(_chunk(z, "wd", (1, 0)), "wb").write(b"\x00garbage"),
+    "invalid integer code": lambda z: _set_cell(z, "burn_in", (1, 0), -1),
+}
+
+
+@pytest.mark.parametrize("damage", list(STORE_DAMAGE))
+def test_untrustworthy_done_cells_are_recomputed(damage, finished_sweep, tmp_path, caplog):
+    src, full = finished_sweep
+    shutil.copytree(src / "s.zarr", tmp_path / "s.zarr")
+    STORE_DAMAGE[damage](str(tmp_path / "s.zarr"))
+    caplog.clear()
+    resumed = _sweep(tmp_path)
+    (warning,) = [w for w in _warnings(caplog) if "recomputing" in w]
+    assert "1 cell(s)" in warning
+    for name in ("wd", "wd_se", "n_e_ratio", "n_e_ratio_se", "converged", "burn_in", "n_e_bound"):
+        np.testing.assert_array_equal(full[name].values, resumed[name].values)
+
+
+def test_a_store_is_not_exported_before_every_cell_is_trusted(finished_sweep, tmp_path):
+    from madjax.sweeps import CellStore
+
+    src, _ = finished_sweep
+    shutil.copytree(src / "s.zarr", tmp_path / "s.zarr")
+    STORE_DAMAGE["NaN value marked done"](str(tmp_path / "s.zarr"))
+    store = CellStore.__new__(CellStore)  # the store as it was opened before the damage
+    store.path, store.grid, store.dims, store.shape = str(tmp_path / "s.zarr"), GRID, tuple(GRID), (2, 2)
+    store.checks = {"wd": None}
+    with pytest.raises(ValueError, match="1 of 4 cells are not finished"):
+        store.export(str(tmp_path / "s.nc"))
+    assert not (tmp_path / "s.nc").exists()
+
+
+def _strip(z, keep=("zarr.json",)):
+    for name in os.listdir(z):
+        path = os.path.join(z, name)
+        if name not in keep:
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+UNFINISHED = {  # what a creation killed at some point (by a program without atomic creation) leaves
+    "empty directory": lambda z: _strip(z, keep=()),
+    "group metadata only": _strip,
+    "a variable missing": lambda z: shutil.rmtree(os.path.join(z, "wd")),
+    "garbage group metadata": lambda z: open(os.path.join(z, "zarr.json"), "w").write("{garbage"),
+}
+
+
+@pytest.mark.parametrize("damage", list(UNFINISHED))
+def test_an_unfinished_store_is_created_again(damage, finished_sweep, tmp_path, caplog):
+    src, full = finished_sweep
+    shutil.copytree(src / "s.zarr", tmp_path / "s.zarr")
+    for index in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+        _set_cell(str(tmp_path / "s.zarr"), "done", index, 0)
+    UNFINISHED[damage](str(tmp_path / "s.zarr"))
+    caplog.clear()
+    resumed = _sweep(tmp_path)
+    assert any("unfinished store" in w for w in _warnings(caplog))
+    np.testing.assert_array_equal(full.n_e_ratio.values, resumed.n_e_ratio.values)
+
+
+def test_creation_that_fails_leaves_nothing_behind(finished_sweep, tmp_path, monkeypatch):
+    import xarray as xr
+
+    src, full = finished_sweep
+    real = xr.Dataset.to_zarr
+
+    def disk_full(self, store, *args, **kw):
+        real(self, store, *args, **kw)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", disk_full)
+    with pytest.raises(OSError):
+        _sweep(tmp_path)
+    monkeypatch.undo()
+    assert [p for p in os.listdir(tmp_path) if "s.zarr" in p] == []
+    np.testing.assert_array_equal(full.n_e_ratio.values, _sweep(tmp_path).n_e_ratio.values)
+
+
+@pytest.mark.parametrize("damage", ["a variable missing", "a file in the way"])
+def test_a_damaged_store_with_finished_cells_is_refused_in_one_line(damage, finished_sweep, tmp_path, capsys):
+    from madjax.cli import main
+
+    src, _ = finished_sweep
+    out = tmp_path / "o"
+    store = out / "sweep.zarr"
+    if damage == "a file in the way":
+        out.mkdir()
+        store.write_text("not a store")
+    args = ["sweep", "--loop", "fresh", "--dim", "2", "--n-real", "4,8", "--n-syn", "2,16", "--lam", "0.8",
+            "--chains", "16", "--out", str(out), "--quiet"]
+    if damage == "a variable missing":
+        out.mkdir()
+        shutil.copytree(src / "s.zarr", store)  # another sweep's store, finished: damaged, not unfinished
+        shutil.rmtree(store / "wd")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("madjax: error: --out: ") and str(store) in err and err.count("\n") == 1, err

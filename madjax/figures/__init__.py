@@ -20,6 +20,7 @@ import importlib
 import os
 from typing import Any, Callable, NamedTuple
 
+from madjax.io import READ_ERRORS
 from madjax.validation import ParameterError, check_choice, check_writable
 
 PRESETS = ("smoke", "quick", "paper")
@@ -110,7 +111,13 @@ def plot(fig_id: str | None, source: str) -> list:
         from madjax.figures.phase import plot_sweeps
 
         return plot_sweeps(source)
-    return fig.plot(source)
+    try:
+        return fig.plot(source)
+    except ParameterError:
+        raise
+    except (*READ_ERRORS, AttributeError) as err:  # saved data of the wrong shape or kind: one line, no traceback
+        raise ParameterError("from", f"{source}: the saved {fig_id} data cannot be drawn "
+                                     f"({type(err).__name__}: {' '.join(str(err).split())[:160]})") from None
 
 
 def script_main(fig_ids, description: str, argv=None) -> None:

@@ -31,7 +31,7 @@ from madjax.effective import (
 )
 from madjax.figures import Figure
 from madjax.figures.style import LOG2_RATIO_LIMIT, band_label, caption, finish, save, setting, symbol
-from madjax.io import SCHEMA_VERSION, check_schema, describe, open_checked, provenance
+from madjax.io import SCHEMA_VERSION, check_schema, describe, open_checked, provenance, read_json
 from madjax.loops import LoopParams, LoopSpec, run_cells_jit, stack_params
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
 from madjax.validation import ParameterError, check_choice
@@ -169,14 +169,19 @@ def _run_trajectory(cfg: PhaseConfig, out: str, seed: int, progress: bool) -> No
     keys = list(grid)
     cells = {idx: cell_params({**fixed, **{k: grid[k][i] for k, i in zip(keys, idx)}}) for idx in combos}
     done = store.done()
-    # One compiled call per factorisation: each cell's route depends on its own sizes only.
+    # One compiled call per factorisation: each cell's route depends on its own sizes only. The batch
+    # always has the shape of the whole group -- a resumed run pads the cells still to do with copies
+    # of the last one -- so a cell's numbers never depend on which cells were already stored.
     by_factor: dict[str, list] = {}
     for idx in combos:
-        if not done[idx]:
-            by_factor.setdefault(cell_factor(cfg.loop, cfg.dim, cells[idx]), []).append(idx)
-    for factor, todo in by_factor.items():
+        by_factor.setdefault(cell_factor(cfg.loop, cfg.dim, cells[idx]), []).append(idx)
+    for factor, group in by_factor.items():
+        todo = [idx for idx in group if not done[idx]]
+        if not todo:
+            continue
         spec = LoopSpec(kind=cfg.loop, dim=cfg.dim, factor=factor)
-        params = stack_params([LoopParams.create(**cells[idx]) for idx in todo])
+        padded = todo + [todo[-1]] * (len(group) - len(todo))
+        params = stack_params([LoopParams.create(**cells[idx]) for idx in padded])
         w2 = np.asarray(run_cells_jit(jax.random.key(seed), jnp.arange(cfg.chains, dtype=jnp.uint32), params, spec,
                                       cfg.generations).w2, np.float64)
         for c, idx in enumerate(todo):
@@ -274,12 +279,13 @@ def _outline():
     return [pe.withStroke(linewidth=3.2, foreground="white")]
 
 
-def _load(path: str, what: str) -> xr.Dataset:
-    """A saved NetCDF file of this madjax's schema; one line naming ``--from`` when it is missing."""
+def _load(path: str, what: str, variables: tuple[str, ...]) -> xr.Dataset:
+    """A saved NetCDF file of this madjax's schema holding ``variables``; one line naming ``--from`` and the
+    file when it is missing, damaged or incomplete."""
     if not os.path.exists(path):
         raise ParameterError("from", f"no {what} data under {os.path.dirname(path) or '.'!r} "
                                      f"({os.path.basename(path)} is missing)")
-    return open_checked(path)
+    return open_checked(path, "from", variables)
 
 
 def _fixed(ds: xr.Dataset) -> str:
@@ -424,8 +430,10 @@ def phase_diagram(ds: xr.Dataset, *, x: str, y: str, panel: str | None, headline
 
 def _heatmap(cfg: PhaseConfig, out: str) -> list:
     (name, _, _), = cfg.sweeps
-    ds = _load(os.path.join(out, f"{name}.nc"), cfg.fig)
-    thr = _load(os.path.join(out, f"{name}_threshold.nc"), cfg.fig) if cfg.threshold else None
+    panel = (cfg.panel,) if cfg.panel else ()
+    ds = _load(os.path.join(out, f"{name}.nc"), cfg.fig, ("n_e_ratio", "n_e_ratio_se", cfg.x, cfg.y, *panel))
+    thr = (_load(os.path.join(out, f"{name}_threshold.nc"), cfg.fig, ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi"))
+           if cfg.threshold else None)
     headline, paper = _TEXT[cfg.fig]
     notes = [_MARKS]
     if thr is not None:
@@ -466,7 +474,7 @@ def _curves(cfg: PhaseConfig, out: str) -> list:
                              constrained_layout=True)
     fixed = []
     for ax, (name, grid, _) in zip(axes[0], cfg.sweeps):
-        ds = _load(os.path.join(out, f"{name}.nc"), cfg.fig)
+        ds = _load(os.path.join(out, f"{name}.nc"), cfg.fig, ("n_e_ratio", "n_e_ratio_se", "wd", "wd_se", *grid))
         fixed.append(_fixed(ds))
         if cfg.fig == "fig33":
             line_plot(ax, ds, cfg.x, cfg.chains)
@@ -495,7 +503,7 @@ def _trajectory(cfg: PhaseConfig, out: str) -> list:
     from matplotlib.patches import Patch
 
     (name, _, _), = cfg.sweeps
-    ds = _load(os.path.join(out, f"{name}.nc"), cfg.fig)
+    ds = _load(os.path.join(out, f"{name}.nc"), cfg.fig, ("wd", "wd_se", "lam", "n_ini", "generation"))
     lams = sorted(ds.lam.values, reverse=True)
     fig, axes = plt.subplots(1, len(lams), figsize=(5.2 * len(lams), 3.9), squeeze=False, sharey=True,
                              constrained_layout=True)
@@ -562,7 +570,7 @@ def plot_sweeps(source: str) -> list:
         paths = [source]
     else:
         paths = [p for p in sorted(glob.glob(os.path.join(source, "*.nc"))) if not p.endswith("_threshold.nc")]
-    paths = [p for p in paths if "n_e_ratio" in xr.open_dataset(p).variables]
+    paths = [p for p in paths if "n_e_ratio" in open_checked(p, "from").variables]
     if not paths:
         raise ParameterError("from", f"no sweep data (*.nc with n_e_ratio) under {source!r}")
     return [out for p in paths for out in plot_sweep(p)]
@@ -582,12 +590,14 @@ def _figure(fig_id: str) -> Figure:
         if not os.path.exists(path):
             raise ParameterError("from", f"no {fig_id} data under {out!r} "
                                          f"(run `madjax reproduce {fig_id} --out {out}` first)")
-        with open(path) as fh:
-            saved = json.load(fh)
+        saved = read_json(path, "from")
         check_schema(path, saved, "from")
-        raw = saved["preset_config"]
-        raw["sweeps"] = tuple(tuple(s) for s in raw["sweeps"])
-        cfg = PhaseConfig(**raw)
+        try:
+            raw = dict(saved["preset_config"])
+            raw["sweeps"] = tuple(tuple(s) for s in raw["sweeps"])
+            cfg = PhaseConfig(**raw)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ParameterError("from", f"{path}: not a {fig_id} configuration ({type(err).__name__}: {err})") from None
         return {"heatmap": _heatmap, "curve": _curves, "trajectory": _trajectory}[cfg.kind](cfg, out)
 
     return Figure(fig_id, lambda preset: get_config(fig_id, preset), run_fig, dry_run, plot)
