@@ -46,12 +46,25 @@ from madjax.loops import (
     run_chain,
     stack_params,
 )
+from madjax.resources import (
+    COMPILE_SLOT_S,
+    HOST_COPIES,
+    STEP_S,
+    cause,
+    chain_bytes,
+    chain_generation_seconds,
+    check_budget,
+)
 from madjax.validation import (
+    INT32_MAX,
     ParameterError,
     check_choice,
     check_dtype,
     check_int,
+    check_int32,
     check_lam,
+    check_loop_sizes,
+    check_seed,
 )
 
 EFFECTIVE_LOOPS = ("fresh", "synthetic-augmentation")
@@ -69,8 +82,26 @@ def contraction(n_real: int, n_syn: int, memory: int = 1) -> float:
     rho = n_syn / (n_real + n_syn) if n_real + n_syn > 0 else 0.0
     if memory == 1 or rho == 0.0:
         return rho
-    coeffs = np.concatenate([[1.0], -np.full(memory, rho / memory)])
-    return float(np.max(np.abs(np.roots(coeffs))))
+    return _dominant_root(rho, memory)
+
+
+def _dominant_root(rho: float, memory: int) -> float:
+    """The positive root of ``x^K = (ρ/K)(x^{K−1} + … + 1)``, by bisection on (0, 1).
+
+    It is the polynomial's only positive root and bounds the moduli of all
+    the others (Cauchy), and bisection costs O(K) per step where a companion
+    matrix would cost O(K³) time and O(K²) memory (K = 10⁵ would not fit).
+    On (0, 1) the equation's sign is that of ``x^K (1 − x) − (ρ/K)(1 − x^K)``.
+    """
+    lo, hi = 0.0, 1.0
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            return hi
+        if mid**memory * (1.0 - mid) - rho / memory * (1.0 - mid**memory) < 0.0:
+            lo = mid
+        else:
+            hi = mid
 
 
 def burn_in(n_real: int, n_syn: int, memory: int = 1, tol: float = TOL) -> int:
@@ -174,6 +205,33 @@ def steady_wd_cells(cells: list[dict], *, loop: str, dim: int, chains: int, seed
                                                 batch=batch, extend=extend, horizon_T=horizon_T)):
             results[i] = est
     return results
+
+
+def check_steady_resources(cells: list[dict], *, dim: int, chains: int, dtype: str = "float32", memory_slots: int = 1,
+                           batch: int | None = None, extend: int = 2, horizon_T: int | None = None,
+                           allow_large: bool = False) -> None:
+    """Refuse, before any work, cells that overflow the device's int32 sizes or whose burn-in or size
+    makes :func:`steady_wd_cells` absurd (:mod:`madjax.resources`; ``allow_large`` overrides the latter).
+
+    A cell runs ``horizon_T`` generations (or its own horizon), up to ``2**extend`` times as many if it
+    fails the convergence check; its burn-in grows like n_s/n_r, which is named as the cause.
+    """
+    for c in cells:
+        check_loop_sizes(n_ini=c.get("n_ini", max(c["n_real"], 2)), n_real=c["n_real"], n_syn=c["n_syn"],
+                         generations=1)
+    burns = [burn_in(c["n_real"], c["n_syn"], c.get("memory", 1)) for c in cells]
+    horizons = [horizon_T or horizon(b) for b in burns]
+    longest = max(horizons)
+    check_int32("n_syn", (longest << extend) + 1, f"the horizon of the slowest cell (2**{extend} x {longest} "
+                                                   "generations, set by its burn-in, which grows like n_s/n_r)")
+    param = cause(chains=chains, dim=dim, memory=memory_slots, generations=longest)
+    check_budget("n_syn" if param == "generations" else param,
+                 what=f"{len(cells)} cell(s) x {chains} chains x up to {longest} generations (burn-in "
+                      f"{max(burns)}) at d = {dim}" + (f", memory K = {memory_slots}" if memory_slots > 1 else ""),
+                 nbytes=(batch or len(cells)) * chain_bytes(dim, memory_slots, jnp.dtype(dtype).itemsize)
+                 + len(cells) * chains * len(SteadyState._fields) * 8 * HOST_COPIES,
+                 seconds=longest * STEP_S + chains * sum(horizons) * chain_generation_seconds(dim, memory_slots),
+                 compile_s=memory_slots * COMPILE_SLOT_S, allow_large=allow_large)
 
 
 def _steady_wd_group(cells: list[dict], spec: LoopSpec, *, chains: int, seed: int, batch: int | None, extend: int,
@@ -347,8 +405,8 @@ def _validate(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype):
         n_syn = check_int("n_syn", n_syn, minimum=0)
     lam = check_lam(lam)
     memory = check_int("memory", memory, minimum=1)
-    chains = check_int("chains", chains, minimum=2)
-    seed = check_int("seed", seed, minimum=0)
+    chains = check_int("chains", chains, minimum=2, maximum=INT32_MAX)
+    seed = check_seed(seed)
     dtype = check_dtype(dtype)
     return loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype
 
@@ -363,12 +421,14 @@ def result_record(est: WDEstimate, ne: EffectiveSize, n_real: int, chains: int) 
 
 
 def effective_size(*, loop="fresh", dim, n_real, n_syn, lam=1.0, memory=1, chains=256, seed=0,
-                   dtype="float32", w2_every=1) -> dict:
+                   dtype="float32", w2_every=1, allow_large=False) -> dict:
     """WD(n_r, n_s, λ), n_e and n_e/n_r with standard errors (Eq. 2, 3).
 
     ``w2_every = k`` averages W2 over every k-th generation of the steady
     window (consecutive generations are strongly correlated, so the standard
-    error grows far less than √k; it is reported as measured).
+    error grows far less than √k; it is reported as measured). A request
+    whose burn-in or size makes the run absurd is refused unless
+    ``allow_large`` (:func:`check_steady_resources`).
 
     Returns:
       dict with ``wd``, ``wd_se``, ``n_e``, ``n_e_se``, ``n_e_ratio``,
@@ -385,8 +445,9 @@ def effective_size(*, loop="fresh", dim, n_real, n_syn, lam=1.0, memory=1, chain
     if n_syn is None:
         raise ParameterError("n_syn", "is required (or use threshold search)")
     w2_every = check_int("w2_every", w2_every, minimum=1)
-    table = edist_table(dim, dtype)
     cell = dict(n_real=n_real, n_syn=n_syn, lam=lam, memory=memory)
+    check_steady_resources([cell], dim=dim, chains=chains, dtype=dtype, memory_slots=memory, allow_large=allow_large)
+    table = edist_table(dim, dtype)
     (est,) = steady_wd_cells([cell], loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory,
                              w2_every=w2_every)
     return result_record(est, invert(table, est.wd, est.wd_se), n_real, chains)
@@ -404,7 +465,7 @@ def ratio_curve(n_syn_values, *, loop, dim, n_real, lam, memory, chains, seed, d
 
 def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=256, seed=0, dtype="float32",
                             ratio_max: float = 100.0, points: int = 9, z: float = 1.96, w2_every: int = 1,
-                            progress: bool = False) -> dict:
+                            progress: bool = False, allow_large: bool = False) -> dict:
     """The admissibility boundary n_s*(n_r, λ): where n_e/n_r crosses 1.
 
     A coarse log grid of n_s ∈ [0.05 n_r, ratio_max · n_r] brackets the sign
@@ -415,18 +476,24 @@ def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=
     the pointwise ``z``-interval of n_e/n_r still contains 1. If n_e/n_r ≥ 1
     over the whole range (e.g. λ = 1), ``n_syn_star`` is None and
     ``n_syn_star_lo`` is the largest n_s tried (a lower bound). ``w2_every``
-    as in :func:`effective_size`; ``progress`` shows a bar over the n_s evaluated.
+    as in :func:`effective_size`, ``allow_large`` as in :func:`effective_size`;
+    ``progress`` shows a bar over the n_s evaluated.
     """
     loop, dim, n_real, _, lam, memory, chains, seed, dtype = _validate(
         loop, dim, n_real, None, lam, memory, chains, seed, dtype)
     w2_every = check_int("w2_every", w2_every, minimum=1)
-    table = edist_table(dim, dtype)
-    kw = dict(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains, seed=seed, dtype=dtype,
-              table=table, w2_every=w2_every)
+    check_int32("n_real", round(n_real * ratio_max) + n_real, f"n_real + the largest n_syn searched "
+                                                              f"({ratio_max:g} n_real)")
     grid = np.unique(np.maximum(np.round(n_real * np.logspace(np.log10(0.05), np.log10(ratio_max), points)), 1)
                      .astype(int))
     # one horizon for every evaluation: same chains, same generations (CRN)
-    kw["horizon_T"] = max(horizon(burn_in(n_real, int(s), memory)) for s in grid)
+    horizon_T = max(horizon(burn_in(n_real, int(s), memory)) for s in grid)
+    check_steady_resources([dict(n_real=n_real, n_syn=int(s), memory=memory) for s in grid] * 2, dim=dim,
+                           chains=chains, dtype=dtype, memory_slots=memory, horizon_T=horizon_T,
+                           allow_large=allow_large)  # twice: the bracket, then as many points inside it
+    table = edist_table(dim, dtype)
+    kw = dict(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains, seed=seed, dtype=dtype,
+              table=table, w2_every=w2_every, horizon_T=horizon_T)
     with progress_bar(total=len(grid) + points, desc=f"n_s* root finding (n_r = {n_real}, λ = {lam:g})",
                       enabled=progress, unit="n_s") as bar:
         return _bracket_and_refine(grid, kw, points, z, bar)
@@ -469,7 +536,7 @@ def _bracket_and_refine(grid, kw, points, z, bar) -> dict:
 
 
 def effective_size_cli(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, threshold, dtype, w2_every=1,
-                       progress=True) -> dict:
+                       progress=True, allow_large=False) -> dict:
     """``madjax effective-size``: validation first, then one or two computations."""
     _validate(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype)
     w2_every = check_int("w2_every", w2_every, minimum=1)
@@ -479,17 +546,18 @@ def effective_size_cli(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, t
         raise ParameterError("n_syn", "is required (or use --threshold)")
     if threshold:
         found = admissibility_threshold(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains,
-                                        seed=seed, dtype=dtype, w2_every=w2_every, progress=progress)
+                                        seed=seed, dtype=dtype, w2_every=w2_every, progress=progress,
+                                        allow_large=allow_large)
         star = found["n_syn_star"]
         n_syn_eval = int(round(star)) if star is not None else int(found["n_syn_star_lo"])
         log.info("evaluating n_e at n_s = %d (n_s* rounded)", n_syn_eval)
         result = effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn_eval, lam=lam, memory=memory,
-                                chains=chains, seed=seed, dtype=dtype, w2_every=w2_every)
+                                chains=chains, seed=seed, dtype=dtype, w2_every=w2_every, allow_large=allow_large)
         result["n_syn"] = n_syn_eval
         result.update({k: found[k] for k in ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")})
         return result
     return effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn, lam=lam, memory=memory, chains=chains,
-                          seed=seed, dtype=dtype, w2_every=w2_every)
+                          seed=seed, dtype=dtype, w2_every=w2_every, allow_large=allow_large)
 
 
 def format_result(result: dict) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from madjax.gaussian import FACTORS
-from madjax.io import describe, provenance
+from madjax.io import atomic_path, describe, provenance
 from madjax.loops import (
     LOOPS,
     LoopParams,
@@ -27,13 +26,18 @@ from madjax.loops import (
     padded_chain_ids,
     run_chains_jit,
 )
+from madjax.resources import chain_bytes, chain_generation_seconds, check_chain_run
 from madjax.validation import (
+    INT32_MAX,
     ParameterError,
     check_choice,
     check_dtype,
     check_fraction,
     check_int,
+    check_int32,
     check_lam,
+    check_loop_sizes,
+    check_seed,
     check_writable,
     resolve_loop_sizes,
 )
@@ -99,9 +103,9 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
     dtype = check_dtype(dtype)
     lam = check_lam(lam)
     generations = check_int("generations", generations, minimum=1)
-    chains = check_int("chains", chains, minimum=1)
+    chains = check_int("chains", chains, minimum=1, maximum=INT32_MAX)
     memory = check_int("memory", memory, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     if accumulate and memory > 1:
         raise ParameterError("memory", "memory K > 1 cannot be combined with accumulate")
     if model == "gmm":
@@ -120,7 +124,7 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
         if loop == "fully-synthetic":
             raise ParameterError("real_fraction", "has no meaning in the fully-synthetic loop")
         real_fraction = check_fraction(real_fraction)
-        n_total = check_int("n_total", n_total, minimum=2)
+        n_total = check_int("n_total", n_total, minimum=2, maximum=INT32_MAX)
         n_real, n_syn = (int(v) for v in LoopParams.split_total(real_fraction, n_total))
 
     for name, value in (("n_ini", n_ini), ("n_real", n_real), ("n_syn", n_syn)):
@@ -137,8 +141,10 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
     if generations > 1 and n_real + n_syn < 2:
         name = "n_syn" if loop == "fully-synthetic" else ("n_total" if n_total is not None else "n_syn")
         raise ParameterError(name, f"a training set needs at least 2 points, got n_real + n_syn = {n_real + n_syn}")
-    if accumulate and n_syn * (generations - 1) + n_real >= 2**31:
-        raise ParameterError("n_syn", "the accumulated pool exceeds 2**31 points")
+    check_loop_sizes(n_ini=n_ini, n_real=n_real, n_syn=n_syn, generations=generations, accumulate=accumulate)
+    if engine == "sampled" and accumulate:
+        check_int32("generations", generations * max(n_ini, n_real, n_syn),
+                    "the sampled pool's rows T x max(n_ini, n_real, n_syn)")
     if model == "gaussian":
         best = choose_factor(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn)
         if factor == "auto":
@@ -156,11 +162,39 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
 
 def default_chunk(spec: LoopSpec, chains: int) -> int:
     """Chains per compiled call, so that one call's working set stays near 1 GiB."""
-    itemsize = jnp.dtype(spec.dtype).itemsize
-    per_chain = (4 * spec.memory + 8) * spec.dim * spec.dim * itemsize
-    if spec.engine == "sampled":
-        per_chain += (spec.memory + 2) * spec.max_points * spec.dim * itemsize * 3
+    per_chain = chain_bytes(spec.dim, spec.memory, jnp.dtype(spec.dtype).itemsize, points=spec.max_points)
     return max(1, min(chains, _CHUNK_BYTES // per_chain))
+
+
+# The GMM engine draws its points and keeps 25 responsibilities per point beside its 2 coordinates.
+_GMM_POINT_WIDTH = 2 + 25
+
+
+def check_resources(config: SimulationConfig, chunk: int | None = None, allow_large: bool = False) -> None:
+    """Refuse a request whose memory or time is absurd (:mod:`madjax.resources`), before any work."""
+    itemsize = np.dtype(config.dtype).itemsize
+    sizes = dict(chains=config.chains, generations=config.generations, dim=config.dim, memory=config.memory)
+    if config.model == "gmm":
+        points = max(config.n_ini, config.n_real + config.n_syn)
+        per_chain = chain_bytes(2, config.memory, itemsize, points=points, width=_GMM_POINT_WIDTH)
+        cost = chain_generation_seconds(2, config.memory, points=points, width=_GMM_POINT_WIDTH)
+        chunk = chunk or config.chains  # the GMM runs all chains at once unless told otherwise
+    else:
+        spec = config.spec()
+        points = spec.max_points
+        pool = config.generations * points if config.accumulate else 0
+        per_chain = chain_bytes(config.dim, config.memory, itemsize, points=points, pool_rows=pool)
+        cost = chain_generation_seconds(config.dim, config.memory, points=points)
+        chunk = chunk or default_chunk(spec, config.chains)
+    if points:  # the engine draws points: the largest size counts
+        name = max(("n_ini", "n_real", "n_syn"), key=lambda k: getattr(config, k))
+        sizes[name] = getattr(config, name)
+    check_chain_run(chains=config.chains, generations=config.generations, per_chain_bytes=per_chain,
+                    per_chain_gen_s=cost, chunk=min(chunk, config.chains), memory=config.memory, sizes=sizes,
+                    what=f"{config.chains} chains x {config.generations} generations at d = {config.dim}"
+                         + (f", memory K = {config.memory}" if config.memory > 1 else "")
+                         + (f", {points} points per draw" if points else ""),
+                    allow_large=allow_large)
 
 
 def process_chains(chains: int) -> tuple[int, int]:
@@ -241,7 +275,7 @@ def to_dataset(config: SimulationConfig, records: dict) -> xr.Dataset:
 def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn=None, lam=1.0,
              generations, chains=1, memory=1, accumulate=False, real_fraction=None, n_total=None,
              engine="exact", dtype="float32", seed=0, factor="auto", w2_every=1, chunk=None,
-             progress=False) -> xr.Dataset:
+             progress=False, allow_large=False) -> xr.Dataset:
     """Simulate ``chains`` independent chains of a self-consuming loop.
 
     Args mirror the command-line options (DESIGN §10): ``loop`` is
@@ -253,7 +287,9 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
     ``"eigh"`` or ``"cholesky"`` (:class:`~madjax.loops.LoopSpec`);
     ``w2_every=k`` records ``w2`` and ``cov_logdet`` on generations
     1, 1 + k, … only (NaN elsewhere), which with Cholesky skips the
-    eigenvalue solve on the others.
+    eigenvalue solve on the others. ``seed`` ∈ [0, 2³² − 1]. A request
+    whose estimated memory or time is absurd is refused unless
+    ``allow_large=True`` (:mod:`madjax.resources`).
 
     Returns:
       ``xarray.Dataset`` with dims ``(chain, generation)``, generation = 1..T.
@@ -278,6 +314,7 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
                          engine=engine, dtype=dtype, seed=seed, factor=factor, w2_every=w2_every)
     if chunk is not None:
         check_int("chunk", chunk, minimum=1)
+    check_resources(config, chunk, allow_large)
     if config.model == "gmm":
         from madjax.gmm import simulate_gmm
 
@@ -297,13 +334,6 @@ def simulate_to_file(out, **kwargs) -> xr.Dataset:
     ds = simulate(**kwargs)
     if jax.process_index() != 0:  # multi-host: process 0 writes
         return ds
-    directory = os.path.dirname(os.path.abspath(out))
-    fd, tmp = tempfile.mkstemp(suffix=".nc.part", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:  # created by the writer: the file follows the umask
         ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return ds

@@ -15,6 +15,13 @@ import os
 from typing import Any, Iterable
 
 
+# Sizes reach the device as int32 (counts, generation indices, chain ids), and a
+# JAX PRNG key is made from the low 32 bits of a seed: larger values would wrap
+# silently, so they are refused up front.
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**32 - 1
+
+
 class ParameterError(ValueError):
     """A bad value for a named parameter (``param``), e.g. ``lam``."""
 
@@ -47,6 +54,40 @@ def check_int(param: str, value: Any, *, minimum: int | None = None, maximum: in
     if maximum is not None and value > maximum:
         raise ParameterError(param, f"must be <= {maximum}, got {value}")
     return value
+
+
+def check_seed(value: Any, param: str = "seed") -> int:
+    """A seed in [0, 2**32 - 1]: a JAX PRNG key keeps 32 bits, so a larger seed would repeat a smaller one."""
+    if not _is_int(value) or not 0 <= int(value) <= SEED_MAX:
+        raise ParameterError(param, f"must be an integer in [0, 2**32 - 1] (a JAX key holds 32 bits), got {value!r}")
+    return int(value)
+
+
+def check_int32(param: str, value: int, what: str | None = None) -> int:
+    """A size, or a sum of sizes (``what`` names it), that becomes an int32 on the device."""
+    if value > INT32_MAX:
+        raise ParameterError(param, f"{what or param} = {value} exceeds 2**31 - 1, the largest size the device's "
+                                    "int32 counters hold")
+    return value
+
+
+def check_loop_sizes(*, n_ini: int, n_real: int, n_syn: int, generations: int, accumulate: bool = False) -> None:
+    """Every int32 a loop derives from its sizes: the training sets of generation 1 and t ≥ 2
+    (``n_real + n_syn``, or the accumulated pool ``(T - 1) n_s + n_r``) and the generation counter."""
+    check_int32("n_ini", n_ini)
+    check_int32("n_real", n_real)
+    check_int32("generations", generations + 1, "generations + 1")
+    later = n_real + n_syn * (generations - 1 if accumulate else 1)
+    check_int32("n_syn", later, "the accumulated pool (T - 1) n_syn + n_real" if accumulate else "n_real + n_syn")
+
+
+def check_name(param: str, name: Any) -> str:
+    """A file name that stays inside its output directory: not empty, no path separator, not '.' or '..'."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "\0" in name \
+            or any(sep and sep in name for sep in (os.sep, os.altsep, "/")):
+        raise ParameterError(param, f"must be a plain file name inside the output directory (no '/', not '.' "
+                                    f"or '..', not empty), got {name!r}")
+    return name
 
 
 def check_float(param: str, value: Any) -> float:
