@@ -93,6 +93,12 @@ VARIABLES = {
     "cov_trace": ("trace of the fitted covariance tr Sigma_t", None),
     "cov_logdet": ("log determinant of the fitted covariance log det Sigma_t", None),
     "cov_rank": ("analytic rank of Sigma_t", None),
+    "cov_logdet_status": ("status of cov_logdet: 0 computed (to 0.05 nats), 1 skipped by w2_every, "
+                          "2 not computable to 0.05 nats in this precision (NaN; use float64)", None),
+    "cov_trace_theory": ("closed form of the chains' mean E tr Sigma_t (madjax.theory)", None),
+    "mean_sq_norm_theory": ("closed form of the chains' mean E ||mu_t||^2 (madjax.theory)", None),
+    "cov_logdet_theory": ("closed form of the chains' mean E log det Sigma_t (madjax.theory)", None),
+    "w2_sq_theory": ("closed form of the chains' mean E W2^2 (d = 1; compare with the mean of w2**2)", None),
     "n_underflow": ("generations whose Sigma_t lost numerically positive eigenvalues", _GENERATIONS),
     "n_nonfinite": ("generations with a non-finite fitted model", _GENERATIONS),
     # GMM diagnostics (App. C.1)

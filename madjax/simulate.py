@@ -9,6 +9,7 @@ into a Dataset with dims ``(chain, generation)`` (DESIGN §10).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 import jax
@@ -23,6 +24,7 @@ from madjax.loops import (
     LoopParams,
     LoopSpec,
     choose_factor,
+    full_rank,
     padded_chain_ids,
     run_chains_jit,
 )
@@ -146,10 +148,14 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
         check_int32("generations", generations * max(n_ini, n_real, n_syn),
                     "the sampled pool's rows T x max(n_ini, n_real, n_syn)")
     if model == "gaussian":
-        best = choose_factor(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn)
+        best = choose_factor(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory,
+                             accumulate=accumulate, engine=engine)
         if factor == "auto":
             factor = best
-        elif factor == "cholesky" and best != "cholesky":
+        elif factor == "factored" and best != "factored":
+            raise ParameterError("factor", "factored needs the fully-synthetic loop with memory 1, no accumulate "
+                                           "and the exact engine; use eigh, cholesky or auto")
+        elif factor == "cholesky" and not full_rank(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn):
             raise ParameterError("factor", f"cholesky needs every training set to hold at least d + 1 = {dim + 1} "
                                            "points (a singular covariance has no Cholesky factor); use eigh or auto")
     else:
@@ -246,6 +252,68 @@ def _gather_processes(records: dict, chains: int) -> dict:
     return out
 
 
+def logdet_status(lost: np.ndarray, w2_every: int) -> np.ndarray:
+    """``cov_logdet_status`` ``(chains, T)`` int8: 0 computed, 1 skipped by ``w2_every``, 2 lost precision."""
+    skipped = (np.arange(lost.shape[-1]) % w2_every != 0)[None, :]
+    return np.where(lost, 2, np.where(skipped, 1, 0)).astype(np.int8)
+
+
+def theory_moments(config: SimulationConfig) -> dict:
+    """The closed forms of :func:`madjax.theory.loop_moments` for this run (Gaussian model only)."""
+    if config.model != "gaussian":
+        return {}
+    from madjax import theory
+
+    return theory.loop_moments(config.loop, config.generations, dim=config.dim, n_ini=config.n_ini,
+                               n_real=config.n_real, n_syn=config.n_syn, lam=config.lam, memory=config.memory,
+                               accumulate=config.accumulate)
+
+
+def lost_precision_warning(ds: xr.Dataset) -> str | None:
+    """One line when some ``cov_logdet`` values could not be computed to 0.05 nats (NaN, status 2)."""
+    if "cov_logdet_status" not in ds:
+        return None
+    share = float((ds.cov_logdet_status == 2).any("generation").mean())
+    if share == 0:
+        return None
+    return (f"cov_logdet: {100 * share:.3g} % of chains have generations whose log det Sigma_t is not computable "
+            f"to 0.05 nats in {ds.cov_logdet.dtype} (recorded as NaN, cov_logdet_status = 2); rerun with --x64")
+
+
+def theory_z(ds: xr.Dataset) -> dict[str, tuple[float, int, int]]:
+    """Per variable with a ``<name>_theory`` closed form: ``(max |z|, at generation, generations left out)``.
+
+    ``z_t = (mean over chains − theory_t) / (sd / sqrt(chains))`` over the
+    generations where the theory is finite, the chains vary and no chain's
+    value is missing (a mean over the chains that kept their precision would
+    be a biased one); ``w2_sq`` is compared with the chains' ``w2**2``.
+    """
+    out = {}
+    chains = ds.sizes["chain"]
+    for name in [v for v in ds.data_vars if str(v).endswith("_theory")]:
+        var = name[: -len("_theory")]
+        sim = (ds.w2**2 if var == "w2_sq" else ds[var]).astype(np.float64)
+        theory = ds[name].astype(np.float64).values
+        complete = (sim.notnull().sum("chain") == chains).values
+        se = sim.std("chain", ddof=1).values / np.sqrt(chains)
+        usable = np.isfinite(theory) & (se > 0) & (chains > 1)
+        z = np.where(usable & complete, np.abs(sim.mean("chain").values - theory) / np.where(se > 0, se, 1), np.nan)
+        if np.isfinite(z).any():
+            at = int(np.nanargmax(z))
+            out[var] = (float(z[at]), int(ds.generation[at]), int(np.sum(usable & ~complete)))
+    return out
+
+
+def theory_table(ds: xr.Dataset) -> str:
+    """The ``--theory`` table: the largest per-generation |z| of each variable against its closed form."""
+    rows = theory_z(ds)
+    if not rows:
+        return "no closed form for this loop (memory K > 1, accumulation and the GMM have none in madjax.theory)"
+    lines = [f"{'variable':<14} {'max |z|':>8} {'at t':>6}  generations left out (a chain's value missing)"]
+    lines += [f"{var:<14} {z:>8.2f} {t:>6d}  {left}" for var, (z, t, left) in rows.items()]
+    return "\n".join(lines)
+
+
 def to_dataset(config: SimulationConfig, records: dict) -> xr.Dataset:
     """Pack ``(chains, T)`` diagnostics into the Dataset of DESIGN §10."""
     coords = {"chain": np.arange(config.chains), "generation": np.arange(1, config.generations + 1)}
@@ -254,9 +322,16 @@ def to_dataset(config: SimulationConfig, records: dict) -> xr.Dataset:
     for name, values in records.items():
         if name in _TROUBLE:
             data[f"n_{name}"] = (("chain",), values.sum(axis=1).astype(np.int32))
+        elif name == "logdet_lost":
+            data["cov_logdet_status"] = (dims, logdet_status(values, config.w2_every))
         else:
             data[name] = (dims, values)
+    for name, values in theory_moments(config).items():
+        data[f"{name}_theory"] = (("generation",), np.asarray(values, records["w2"].dtype))
     ds = xr.Dataset(data, coords=coords)
+    if "cov_logdet_status" in ds:
+        ds["cov_logdet_status"].attrs.update(flag_values=np.arange(3, dtype=np.int8),
+                                             flag_meanings="computed skipped_by_w2_every lost_precision")
     attrs = {
         "w2": "W2(G^t, N(0, I_d)) of the fitted model (not the lambda-scaled sampler)",
         "mean_sq_norm": "||mu_t||^2",
@@ -324,6 +399,9 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
                           accumulate=config.accumulate)
     else:
         ds = to_dataset(config, run_diagnostics(config, chunk=chunk, progress=progress))
+        warning = lost_precision_warning(ds)
+        if warning:
+            logging.getLogger("madjax").warning(warning)
     ds.attrs.update(provenance(dataclasses.asdict(config)))
     return describe(ds)
 
