@@ -209,18 +209,19 @@ def steady_wd_cells(cells: list[dict], *, loop: str, dim: int, chains: int, seed
 
 def check_steady_resources(cells: list[dict], *, dim: int, chains: int, dtype: str = "float32", memory_slots: int = 1,
                            batch: int | None = None, extend: int = 2, horizon_T: int | None = None,
-                           allow_large: bool = False) -> None:
+                           by_level: bool = False, allow_large: bool = False) -> None:
     """Refuse, before any work, cells that overflow the device's int32 sizes or whose burn-in or size
     makes :func:`steady_wd_cells` absurd (:mod:`madjax.resources`; ``allow_large`` overrides the latter).
 
-    A cell runs ``horizon_T`` generations (or its own horizon), up to ``2**extend`` times as many if it
-    fails the convergence check; its burn-in grows like n_s/n_r, which is named as the cause.
+    A cell runs ``horizon_T`` generations (or its own horizon, rounded up to its
+    :func:`horizon_level` with ``by_level`` as in a sweep), up to ``2**extend`` times as many if
+    it fails the convergence check; its burn-in grows like n_s/n_r, which is named as the cause.
     """
     for c in cells:
         check_loop_sizes(n_ini=c.get("n_ini", max(c["n_real"], 2)), n_real=c["n_real"], n_syn=c["n_syn"],
                          generations=1)
     burns = [burn_in(c["n_real"], c["n_syn"], c.get("memory", 1)) for c in cells]
-    horizons = [horizon_T or horizon(b) for b in burns]
+    horizons = [horizon_T or (horizon_level(b) if by_level else horizon(b)) for b in burns]
     longest = max(horizons)
     check_int32("n_syn", (longest << extend) + 1, f"the horizon of the slowest cell (2**{extend} x {longest} "
                                                    "generations, set by its burn-in, which grows like n_s/n_r)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import shutil
 
@@ -33,6 +34,7 @@ from madjax._progress import WeightedProgress, log
 from madjax.effective import (
     EFFECTIVE_LOOPS,
     burn_in,
+    check_steady_resources,
     edist_table,
     horizon_level,
     invert,
@@ -52,13 +54,17 @@ from madjax.io import (
     write_region,
 )
 from madjax.loops import LoopParams
+from madjax.resources import chain_generation_seconds, check_budget
 from madjax.validation import (
+    INT32_MAX,
     ParameterError,
     check_choice,
     check_dtype,
     check_fraction,
     check_int,
     check_lam,
+    check_name,
+    check_seed,
     check_writable,
 )
 
@@ -83,7 +89,8 @@ def validate_grid(grid: dict, fixed: dict) -> dict:
                 check_fraction(v)
             else:
                 check_int(name, v, minimum={"memory": 1, "n_ini": 2, "n_real": 2 if "real_fraction" not in grid
-                                             and "real_fraction" not in fixed else 0}.get(name, 0))
+                                             and "real_fraction" not in fixed else 0}.get(name, 0),
+                          maximum=INT32_MAX)
     names = set(grid) | set(fixed)
     if ("real_fraction" in names) != ("n_total" in names):
         raise ParameterError("real_fraction", "real_fraction and n_total go together")
@@ -227,13 +234,18 @@ class CellStore:
 
 def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict, fixed: dict | None = None,
                         chains: int = 256, seed: int = 0, dtype: str = "float32", batch: int = 16,
-                        progress: bool = True) -> xr.Dataset:
+                        progress: bool = True, allow_large: bool = False) -> xr.Dataset:
     """n_e/n_r, WD and their standard errors over a grid; resumable (see module docstring).
 
     Args:
       out: directory; writes ``out/name.zarr`` as cells finish and ``out/name.nc`` at the end.
       grid: ``{param: [values]}`` over ``SWEEP_PARAMS``; dims of the result, in this order.
       fixed: values common to every cell (e.g. ``{"lam": 0.9}``).
+      name: a plain file name (it may not leave ``out``).
+      allow_large: run even a grid whose estimated memory or time is absurd
+        (:func:`madjax.effective.check_steady_resources`).
+
+    Everything is validated before the first file is written.
 
     Returns:
       ``xarray.Dataset`` with ``n_e_ratio``, ``n_e_ratio_se``, ``wd``, ... on the grid dims.
@@ -241,14 +253,23 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
     fixed = dict(fixed or {})
     check_choice("loop", loop, EFFECTIVE_LOOPS)
     dim = check_int("dim", dim, minimum=1)
-    chains = check_int("chains", chains, minimum=2)
+    chains = check_int("chains", chains, minimum=2, maximum=INT32_MAX)
+    seed = check_seed(seed)
     dtype = check_dtype(dtype)
     check_writable("out", out, directory=True)
+    check_name("name", name)
     grid = {k: [int(v) if k in _INT_PARAMS else float(v) for v in vals] for k, vals in validate_grid(grid, fixed).items()}
     names = list(grid)
+    # Enumerating the cells costs time too: a grid too large to run is refused before it is listed.
+    n_cells = math.prod(len(v) for v in grid.values())
+    check_budget(max(grid, key=lambda k: len(grid[k])), what=f"a grid of {n_cells} cells x {chains} chains",
+                 seconds=n_cells * chains * horizon_level(1) * chain_generation_seconds(dim),
+                 allow_large=allow_large)
     combos = list(itertools.product(*grid.values()))
     cells = [cell_params({**fixed, **dict(zip(names, combo))}) for combo in combos]
     memory_slots = max(c["memory"] for c in cells)
+    check_steady_resources(cells, dim=dim, chains=chains, dtype=dtype, memory_slots=memory_slots, batch=batch,
+                           by_level=True, allow_large=allow_large)
     # Cells are grouped by horizon level (powers of two of T): one compilation per level.
     levels = [horizon_level(burn_in(c["n_real"], c["n_syn"], c["memory"])) for c in cells]
     config = {"loop": loop, "dim": dim, "grid": grid, "fixed": fixed, "chains": chains, "seed": seed, "dtype": dtype}
@@ -283,11 +304,22 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
     return ds
 
 
+# A grid file lists a few values per parameter; reading stops past this size
+# (a file that never ends, such as /dev/zero, is refused, not read forever).
+GRID_FILE_MAX = 1 << 20
+
+
 def _read_grid_file(path: str) -> dict:
     try:
-        with open(path) as fh:
-            grid = json.load(fh)
-    except (OSError, json.JSONDecodeError) as err:
+        with open(path, "rb") as fh:
+            raw = fh.read(GRID_FILE_MAX + 1)
+        if len(raw) > GRID_FILE_MAX:
+            raise ParameterError("grid", f"grid file {path!r} is larger than {GRID_FILE_MAX >> 20} MiB; "
+                                         "it should list a few values per parameter")
+        grid = json.loads(raw)
+    except (OSError, ValueError, RecursionError) as err:  # JSON and UTF-8 errors are ValueErrors
+        if isinstance(err, ParameterError):
+            raise
         raise ParameterError("grid", f"cannot read grid file {path!r}: {err}") from None
     if not isinstance(grid, dict):
         raise ParameterError("grid", "must be a JSON object {param: [values]}")
@@ -309,7 +341,7 @@ def sweep_cli(args) -> xr.Dataset:
         grid = {first: [fixed.pop(first)]}
     ds = run_effective_sweep(args.out, args.name, loop=args.loop, dim=args.dim, grid=grid, fixed=fixed,
                              chains=args.chains, seed=args.seed, dtype="float64" if args.x64 else "float32",
-                             progress=not args.quiet)
+                             progress=not args.quiet, allow_large=args.allow_large)
     if not args.quiet:
         print(os.path.join(args.out, f"{args.name}.nc"))
     return ds

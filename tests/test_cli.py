@@ -133,3 +133,11 @@ def test_compilation_cache_switch(tmp_path, monkeypatch, setting, expected):
     finally:
         for k, v in saved.items():
             jax.config.update(k, v)
+
+
+def test_dry_run_estimates_the_wall_time(tmp_path, capsys):
+    assert main(["reproduce", "fig10", "--preset", "smoke", "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "chain-generations" in out and "n_s* root finding" in out, out
+    assert "estimated wall time ~" in out and "calibration run" in out, out
+    assert not (tmp_path / "o").exists()

@@ -295,11 +295,12 @@ def _chunk(store, name, index):
 
 
 def _set_cell(store, name, index, value):
+    """Overwrite one cell's value of a one-value-per-cell variable of a store."""
     import xarray as xr
 
-    dims = tuple(GRID)
-    region = {d: slice(i, i + 1) for d, i in zip(dims, index)}
-    ds = xr.Dataset({name: (dims, np.full((1, 1), value))}).astype({name: xr.open_zarr(store, consolidated=False)[name].dtype})
+    stored = xr.open_zarr(store, consolidated=False)[name]
+    region = {d: slice(i, i + 1) for d, i in zip(stored.dims, index)}
+    ds = xr.Dataset({name: (stored.dims, np.full((1,) * len(index), value, stored.dtype))})
     io.write_region(store, ds, region)
 
 
@@ -404,3 +405,82 @@ def test_a_damaged_store_with_finished_cells_is_refused_in_one_line(damage, fini
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("madjax: error: --out: ") and str(store) in err and err.count("\n") == 1, err
+
+
+@pytest.fixture(scope="module")
+def fig9(tmp_path_factory):
+    """``reproduce fig9 --preset smoke`` run once, uninterrupted: its directory and data."""
+    import xarray as xr
+
+    from madjax.cli import main
+
+    out = tmp_path_factory.mktemp("fig9")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MADJAX_CACHE", str(out / "cache"))
+    assert main(["reproduce", "fig9", "--preset", "smoke", "--out", str(out), "--quiet"]) == 0
+    mp.undo()
+    return out, xr.load_dataset(out / "fig9.nc")
+
+
+@pytest.mark.parametrize("undone", [[(0, 0)], [(0, 1), (1, 0)], [(0, 0), (0, 1), (1, 0), (1, 1)]])
+def test_interrupted_fig9_resumes_bit_identically(undone, fig9, tmp_path):
+    """Cells left undone by a kill (some of a factorisation group, or all) are recomputed exactly."""
+    import xarray as xr
+
+    from madjax.cli import main
+
+    src, full = fig9
+    shutil.copytree(src / "fig9.zarr", tmp_path / "fig9.zarr")
+    for index in undone:
+        _set_cell(str(tmp_path / "fig9.zarr"), "done", index, 0)
+    assert main(["reproduce", "fig9", "--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 0
+    resumed = xr.load_dataset(tmp_path / "fig9.nc")
+    for name in ("wd", "wd_se"):
+        np.testing.assert_array_equal(full[name].values, resumed[name].values)
+
+
+# ----------------------------------------------------------------------------- item 9: input files
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 3)
+
+
+def _drop_variable(path, name):
+    import xarray as xr
+
+    ds = xr.load_dataset(path).drop_vars(name)
+    os.remove(path)
+    ds.to_netcdf(path)
+
+
+PLOT_DAMAGE = {  # file damaged -> what the one line must name
+    "truncated NetCDF": ("fig9.nc", _truncate),
+    "garbage NetCDF": ("fig9.nc", lambda p: open(p, "wb").write(b"\x89HDF garbage" * 10)),
+    "empty NetCDF": ("fig9.nc", lambda p: open(p, "wb").close()),
+    "wrong kind of file": ("fig9.nc", lambda p: shutil.copy(os.path.join(os.path.dirname(p), "fig9.png"), p)),
+    "a directory": ("fig9.nc", lambda p: (os.remove(p), os.mkdir(p))),
+    "missing variable": ("fig9.nc", lambda p: _drop_variable(p, "wd_se")),
+    "garbage config": ("fig9_config.json", lambda p: open(p, "wb").write(b"\xff\xfe{not json")),
+    "config of another kind": ("fig9_config.json", lambda p: open(p, "w").write('{"schema_version": 2, "x": 1}')),
+    "config not an object": ("fig9_config.json", lambda p: open(p, "w").write("[1, 2]")),
+    "empty directory": ("", lambda p: [os.remove(os.path.join(p, f)) for f in os.listdir(p)
+                                       if os.path.isfile(os.path.join(p, f))]),
+}
+
+
+@pytest.mark.parametrize("damage", list(PLOT_DAMAGE))
+def test_plot_from_a_damaged_file_is_one_line_naming_it(damage, fig9, tmp_path, capsys):
+    from madjax.cli import main
+
+    src, _ = fig9
+    out = tmp_path / "d"
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("*.zarr", "cache"))
+    name, harm = PLOT_DAMAGE[damage]
+    harm(str(out / name))
+    capsys.readouterr()
+    assert main(["plot", "fig9", "--from", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("madjax: error: --from: ") and err.count("\n") == 1, err
+    assert str(out / name) in err or (name == "" and str(out) in err), err

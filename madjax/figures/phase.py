@@ -23,18 +23,23 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from madjax._progress import log, progress_bar
 from madjax.effective import (
     admissibility_threshold,
     burn_in,
     cell_factor,
+    horizon,
     horizon_level,
+    steady_state_jit,
+    threshold_grid,
 )
 from madjax.figures import Figure
 from madjax.figures.style import LOG2_RATIO_LIMIT, band_label, caption, finish, save, setting, symbol
 from madjax.io import SCHEMA_VERSION, check_schema, describe, open_checked, provenance, read_json
-from madjax.loops import LoopParams, LoopSpec, run_cells_jit, stack_params
+from madjax.loops import LoopParams, LoopSpec, padded_chain_ids, run_cells_jit, stack_params
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
 from madjax.validation import ParameterError, check_choice
+from madjax.walltime import Calibration, calibrate, estimate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +185,8 @@ def _run_trajectory(cfg: PhaseConfig, out: str, seed: int, progress: bool) -> No
         if not todo:
             continue
         spec = LoopSpec(kind=cfg.loop, dim=cfg.dim, factor=factor)
+        log.info("%s: %d cells x %d chains x %d generations (%s)", name, len(todo), cfg.chains, cfg.generations,
+                 factor)
         padded = todo + [todo[-1]] * (len(group) - len(todo))
         params = stack_params([LoopParams.create(**cells[idx]) for idx in padded])
         w2 = np.asarray(run_cells_jit(jax.random.key(seed), jnp.arange(cfg.chains, dtype=jnp.uint32), params, spec,
@@ -189,17 +196,23 @@ def _run_trajectory(cfg: PhaseConfig, out: str, seed: int, progress: bool) -> No
     store.export(os.path.join(out, f"{name}.nc"))
 
 
-def _run_threshold(cfg: PhaseConfig, out: str, seed: int) -> None:
+THRESHOLD_POINTS = 6  # n_s per stage of the root finding (coarse bracket, then refinement)
+
+
+def _run_threshold(cfg: PhaseConfig, out: str, seed: int, progress: bool) -> None:
     """n_s*(n_r, λ) for every λ < 1 panel and n_r of the heatmap (root finding, CRN)."""
     (name, grid, _), = cfg.sweeps
     lams = [lam for lam in grid["lam"] if lam < 1.0]  # at λ = 1 every n_s is admissible: no boundary
     names = ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")
     values = np.full((len(names), len(lams), len(grid["n_real"])), np.nan)
-    for i, lam in enumerate(lams):
-        for j, n_real in enumerate(grid["n_real"]):
-            r = admissibility_threshold(loop=cfg.loop, dim=cfg.dim, n_real=n_real, lam=lam, chains=cfg.chains,
-                                        seed=seed, points=6, ratio_max=cfg.threshold_ratio_max)
-            values[:, i, j] = [np.nan if r[k] is None else r[k] for k in names]
+    with progress_bar(total=values[0].size, desc=f"{name}: n_s* root finding", enabled=progress,
+                      unit="root") as bar:
+        for i, lam in enumerate(lams):
+            for j, n_real in enumerate(grid["n_real"]):
+                r = admissibility_threshold(loop=cfg.loop, dim=cfg.dim, n_real=n_real, lam=lam, chains=cfg.chains,
+                                            seed=seed, points=THRESHOLD_POINTS, ratio_max=cfg.threshold_ratio_max)
+                values[:, i, j] = [np.nan if r[k] is None else r[k] for k in names]
+                bar.update(1)
     ds = xr.Dataset({k: (("lam", "n_real"), v) for k, v in zip(names, values)},
                     coords={"lam": np.asarray(lams, np.float64), "n_real": np.asarray(grid["n_real"])},
                     attrs=provenance({"cfg": dataclasses.asdict(cfg), "seed": seed, "points": 6,
@@ -218,12 +231,43 @@ def run(cfg: PhaseConfig, out: str, *, seed: int = 0, progress: bool = True) -> 
         run_effective_sweep(out, name, loop=cfg.loop, dim=cfg.dim, grid=grid, fixed=fixed, chains=cfg.chains,
                             seed=seed, progress=progress)
     if cfg.threshold:
-        _run_threshold(cfg, out, seed)
+        _run_threshold(cfg, out, seed, progress)
+
+
+def _threshold_work(cfg: PhaseConfig) -> tuple[int, float, int]:
+    """Roots, chain-generations and compilations of :func:`_run_threshold`: both stages run at the
+    coarse grid's horizon, which depends on n_r only, so each n_r compiles twice (λ is traced)."""
+    (_, grid, _), = cfg.sweeps
+    roots = sum(lam < 1.0 for lam in grid["lam"]) * len(grid["n_real"])
+    work = 0.0
+    for n_real in grid["n_real"]:
+        n_syn = threshold_grid(n_real, cfg.threshold_ratio_max, THRESHOLD_POINTS)
+        T = max(horizon(burn_in(n_real, int(s))) for s in n_syn)
+        work += (len(n_syn) + THRESHOLD_POINTS) * cfg.chains * T
+    return roots, work * roots / max(len(grid["n_real"]), 1), 2 * len(grid["n_real"])
+
+
+def _calibration(cfg: PhaseConfig, cell: dict, slots: int) -> Calibration:
+    """A short timed run of the function the figure compiles (16 cells x up to 16 chains x 2 generations)."""
+    batch, generations = 16, 2
+    spec = LoopSpec(kind=cfg.loop, dim=cfg.dim, memory=slots, factor=cell_factor(cfg.loop, cfg.dim, cell))
+    params = stack_params([LoopParams.create(**cell)] * batch)
+    ids, _ = padded_chain_ids(0, min(cfg.chains, 16))
+    if cfg.kind == "trajectory":
+        def run():
+            return run_cells_jit(jax.random.key(0), ids, params, spec, generations)
+    else:
+        burn = jnp.ones(batch, jnp.int32)
+
+        def run():
+            return steady_state_jit(jax.random.key(0), ids, params, burn, spec, generations)
+    return calibrate(run, batch * len(ids) * generations)
 
 
 def dry_run(cfg: PhaseConfig) -> str:
-    """Shapes, horizon, a memory estimate and one compiled (tiny) step -- no sweep."""
-    parts = []
+    """Shapes, horizons, work, a memory estimate and the wall time estimated on this machine from a short
+    calibration run of the compiled function (:mod:`madjax.walltime`) -- no sweep."""
+    parts, work, compilations = [], 0.0, 0
     for name, grid, fixed in cfg.sweeps:
         keys = list(grid)
         cells = [cell_params({**fixed, **dict(zip(keys, c))}) for c in itertools.product(*grid.values())]
@@ -236,15 +280,18 @@ def dry_run(cfg: PhaseConfig) -> str:
         mem = batch * cfg.chains * (4 * slots + 8) * cfg.dim**2 * 4
         if cfg.kind == "trajectory":
             levels = [T] * len(cells)
-        work = cfg.chains * sum(levels)
+        sweep_work = cfg.chains * sum(levels)
+        work += sweep_work
+        compilations += len({(level, cell_factor(cfg.loop, cfg.dim, c)) for level, c in zip(levels, cells)})
         parts.append(f"{name}: {len(cells)} cells x {cfg.chains} chains, T from {min(levels)} to {max(levels)} "
-                     f"generations ({len(set(levels))} compiled horizons), d={cfg.dim}, {work:.3g} "
+                     f"generations ({len(set(levels))} compiled horizons), d={cfg.dim}, {sweep_work:.3g} "
                      f"chain-generations, ~{mem / 2**30:.2f} GiB per batch")
-        spec = LoopSpec(kind=cfg.loop, dim=cfg.dim, memory=slots)
-        p = stack_params([LoopParams.create(**cells[0])])
-        lowered = run_cells_jit.lower(jax.random.key(0), jnp.arange(2, dtype=jnp.uint32), p, spec, 2)
-        lowered.compile()
-    return "; ".join(parts) + "; one step compiled OK"
+    if cfg.threshold:
+        roots, root_work, root_compilations = _threshold_work(cfg)
+        work += root_work
+        compilations += root_compilations
+        parts.append(f"n_s* root finding: {roots} roots, ~{root_work:.3g} chain-generations")
+    return "; ".join(parts) + "; " + estimate(work, compilations, _calibration(cfg, cells[0], slots))
 
 
 # ----------------------------------------------------------------------------- plotting
