@@ -186,7 +186,7 @@ _TEXT = {
               r"earlier generation)", "Fig. 28 (MNIST, 60k real + (t − 1)·60k synthetic)"),
     "fig29": ("Synthetic augmentation: samples of the last generation only vs of all earlier generations",
               "Fig. 29 (the runs of Figs 8 and 28, MNIST)"),
-    "fig9-ddpm": (r"Conditional DDPM in the fresh data loop: the FID converges to one level whatever "
+    "fig9-ddpm": (r"Conditional DDPM in the fresh data loop: FID, precision and recall vs $t$ for several "
                   r"$n_{\mathrm{ini}}$", "Fig. 9, right (MNIST, $n_r$ = $n_s$ = 2000)"),
 }
 

@@ -44,6 +44,7 @@ from madjax.data import ROSENBROCK_TAIL_MASS, ROSENBROCK_VAR, get_source, rosenb
 from madjax.deep.evaluate import PointEval
 from madjax.deep.glow import GlowConfig, glow
 from madjax.deep.loop import check_resumable, read_metrics, run_loop
+from madjax.io import read_json, read_npz
 from madjax.deep.runner import GLOW_PRESETS, glow_evaluate, loop_sizes
 from madjax.figures import PRESETS, Figure
 from madjax.figures.style import caption, finish, save, setting
@@ -136,8 +137,7 @@ def _runs(out_dir: str) -> list[tuple[float, str]]:
     """(λ, directory) of the saved loops, largest λ first."""
     runs = []
     for path in glob.glob(os.path.join(out_dir, NAME, "lam_*")):
-        with open(os.path.join(path, "config.json")) as f:
-            runs.append((float(json.load(f)["lam"]), path))
+        runs.append((float(read_json(os.path.join(path, "config.json"), "from")["lam"]), path))
     return sorted(runs, reverse=True)
 
 
@@ -187,7 +187,7 @@ def plot(out_dir: str) -> list[str]:
     saved = sorted({t for s in samples.values() for t in s})
     show = [t for t in saved if t in (1, 2, 4, 8, 12, 16) or t == saved[-1]]
     target_path = os.path.join(out_dir, NAME, "target.npz")
-    target = np.load(target_path)["x"] if os.path.exists(target_path) else None
+    target = read_npz(target_path, "from")["x"] if os.path.exists(target_path) else None
 
     n_cols = len(show) + 1
     fig = plt.figure(figsize=(max(2.0 * n_cols, 10.0), 2.0 * len(runs) + 3.2), layout="constrained")
@@ -233,14 +233,13 @@ def plot(out_dir: str) -> list[str]:
         ax.tick_params(labelsize=7)
         if col in (0, 1, 2):
             ax.legend(fontsize=6)
-    with open(os.path.join(runs[0][1], "config.json")) as f:
-        saved = json.load(f)
+    saved = read_json(os.path.join(runs[0][1], "config.json"), "from")
     text = caption(saved.get("preset"), dim=2, chains=1, per=r"$\lambda$", notes=[
         f"{setting('n_ini', saved['n'])} = $n_s$ points per generation, T = {saved['generations']}; "
         "grey contours: the target density"],
         paper="Fig. 15 (GLOW, 8 couplings, hidden 64, 10⁴ Rosenbrock points, 16 generations)")
-    finish(fig, r"GLOW in the fully synthetic loop on 2-D Rosenbrock: the flow loses the tails, faster for "
-                r"$\lambda$ < 1", text)
+    finish(fig, r"GLOW in the fully synthetic loop on 2-D Rosenbrock: samples of $\mathcal{G}^t$ and "
+                r"diagnostics vs generation $t$, one row per $\lambda$", text)
     return save(fig, out_dir, NAME)
 
 
@@ -249,7 +248,7 @@ def _saved_samples(path: str) -> dict[int, np.ndarray]:
     for file in glob.glob(os.path.join(path, "samples", "gen_*.npz")):
         stem = os.path.basename(file)[len("gen_"):-len(".npz")]
         if stem.isdigit():
-            out[int(stem)] = np.load(file)["x"]
+            out[int(stem)] = read_npz(file, "from")["x"]
     return out
 
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from madjax.data import IMAGE_NAMES, MNIST_SHAPE, Images, get_source, load_images
 from madjax.deep.loop import DeepLoop, check_resumable, image_grid, read_metrics, run_loop
+from madjax.io import read_json, read_npz
 from madjax.deep.runner import MODELS, check_real_sizes, image_evaluation
 from madjax.figures import PRESETS
 from madjax.figures.style import caption, finish, save, setting
@@ -209,8 +210,7 @@ def saved_runs(out_dir: str, family: str) -> list[dict]:
         run_dir = os.path.dirname(path)
         if not os.path.exists(os.path.join(run_dir, "metrics.csv")):
             continue
-        with open(path) as f:
-            saved = json.load(f)
+        saved = read_json(path, "from")
         saved["path"], saved["tag"] = run_dir, os.path.basename(run_dir)
         saved["rows"] = read_metrics(run_dir)
         if saved["rows"]:
@@ -222,8 +222,7 @@ def baseline(out_dir: str, family: str) -> dict | None:
     path = os.path.join(out_dir, family, "real_baseline.json")
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path, "from")
 
 
 def saved_samples(run_dir: str) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
@@ -232,8 +231,8 @@ def saved_samples(run_dir: str) -> dict[int, tuple[np.ndarray, np.ndarray | None
     for file in glob.glob(os.path.join(run_dir, "samples", "gen_*.npz")):
         stem = os.path.basename(file)[len("gen_"):-len(".npz")]
         if stem.isdigit():
-            with np.load(file) as z:
-                out[int(stem)] = (z["x"], z["y"] if "y" in z else None)
+            z = read_npz(file, "from")
+            out[int(stem)] = (z["x"], z.get("y"))
     return out
 
 
@@ -320,10 +319,11 @@ def caption_for(runs: list, paper: str) -> str:
     """The caption line of an image-loop figure, from its saved runs' configurations."""
     first = runs[0]
     h, w = DATA_SHAPES.get(first["data"], (0, 0))
-    loop = first["loop"]
-    sizes = ", ".join(setting(k, loop[k]) for k in ("n_ini", "n_real", "n_syn") if loop.get(k))
+    shared = {k: first["loop"][k] for k in ("n_ini", "n_real", "n_syn")  # sizes common to every run
+              if first["loop"].get(k) and all(r["loop"][k] == first["loop"][k] for r in runs)}
+    sizes = ", ".join(setting(k, v) for k, v in shared.items())
     return caption(first.get("preset"), dim=f"{h * w} ({h}×{w} {first['data']} images)", chains=1, per="curve",
-                   paper=paper, notes=[f"{sizes} per generation; {len(runs)} run(s)"])
+                   paper=paper, notes=[f"{sizes} per generation"] if sizes else [])
 
 
 def plot_curves(axes, series, *, baseline_metrics=None, metrics=METRICS) -> None:

@@ -386,7 +386,8 @@ def _cell_marks(ax, sub: xr.Dataset, x: str, y: str, z: np.ndarray, x_log: bool,
                 continue
             color = "white" if abs(z[i, j]) > 2.6 else "black"
             sign = {1: "≥", 2: "≤"}.get(int(bound[i, j]), "")
-            ax.text(xv, yv, f"{sign}{ratio[i, j]:.2g}", ha="center", va="bottom", fontsize=7, color=color)
+            value = f"{ratio[i, j]:.2f}" if ratio[i, j] < 1 else f"{ratio[i, j]:#.3g}"
+            ax.text(xv, yv, f"{sign}{value}", ha="center", va="bottom", fontsize=7, color=color)
             if np.isfinite(se[i, j]):
                 ax.text(xv, yv, f"±{se[i, j]:.1g}", ha="center", va="top", fontsize=5.5, color=color)
             if converged[i, j] == 0:
