@@ -464,6 +464,13 @@ def ratio_curve(n_syn_values, *, loop, dim, n_real, lam, memory, chains, seed, d
     return recs
 
 
+def threshold_grid(n_real: int, ratio_max: float = 100.0, points: int = 9) -> np.ndarray:
+    """The coarse n_s grid of :func:`admissibility_threshold`: ``points`` log-spaced values in
+    [0.05 n_r, ratio_max · n_r], rounded, at least 1, duplicates removed."""
+    return np.unique(np.maximum(np.round(n_real * np.logspace(np.log10(0.05), np.log10(ratio_max), points)), 1)
+                     .astype(int))
+
+
 def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=256, seed=0, dtype="float32",
                             ratio_max: float = 100.0, points: int = 9, z: float = 1.96, w2_every: int = 1,
                             progress: bool = False, allow_large: bool = False) -> dict:
@@ -485,8 +492,7 @@ def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=
     w2_every = check_int("w2_every", w2_every, minimum=1)
     check_int32("n_real", round(n_real * ratio_max) + n_real, f"n_real + the largest n_syn searched "
                                                               f"({ratio_max:g} n_real)")
-    grid = np.unique(np.maximum(np.round(n_real * np.logspace(np.log10(0.05), np.log10(ratio_max), points)), 1)
-                     .astype(int))
+    grid = threshold_grid(n_real, ratio_max, points)
     # one horizon for every evaluation: same chains, same generations (CRN)
     horizon_T = max(horizon(burn_in(n_real, int(s), memory)) for s in grid)
     check_steady_resources([dict(n_real=n_real, n_syn=int(s), memory=memory) for s in grid] * 2, dim=dim,

@@ -291,7 +291,7 @@ def dry_run(cfg: PhaseConfig) -> str:
         work += root_work
         compilations += root_compilations
         parts.append(f"n_s* root finding: {roots} roots, ~{root_work:.3g} chain-generations")
-    return "; ".join(parts) + "; " + estimate(work, compilations, _calibration(cfg, cells[0], slots))
+    return "; ".join(parts) + "; compiled OK; " + estimate(work, compilations, _calibration(cfg, cells[0], slots))
 
 
 # ----------------------------------------------------------------------------- plotting
