@@ -11,7 +11,8 @@ Cases (each in its own subprocess, so peak memory is per case):
 
 Peak memory is the process's maximum resident set size (``getrusage``),
 inputs and the XLA runtime included. Prints a table and writes JSON rows to
-``benchmarks/results/precision_recall.json``.
+``benchmarks/out/precision_recall.json`` (untracked; ``--json
+benchmarks/results/precision_recall.json`` replaces the recorded results).
 
     python benchmarks/bench_precision_recall.py            # 10⁴ vs prdc, then 10⁵
     python benchmarks/bench_precision_recall.py --n 2000 --big 0   # a quick look
@@ -101,7 +102,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "precision_recall.json"))
+    parser.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "out", "precision_recall.json"))
     parser.add_argument("--case", choices=("madjax", "prdc", "big"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
