@@ -759,7 +759,7 @@ def ddpm(config: DDPMConfig = DDPMConfig(), *, progress: bool = False) -> Genera
         k_init, k_train = jax.random.split(key)
         if not config.warm_start:
             params = init(k_init)
-        with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch") as bar:
+        with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch", nested=True) as bar:
             for epoch in range(config.epochs):
                 params, value = train_epoch(jax.random.fold_in(k_train, epoch), params, x0, y, epoch, config.epochs)
                 bar.update(1)
@@ -789,7 +789,7 @@ def _chunked(fn, chunk: int, keys: Array, y: Array, weights, lam, progress: bool
     n = keys.shape[0]
     granule = min(128, chunk)
     parts = []
-    with progress_bar(total=-(-n // chunk), desc="sample", enabled=progress, unit="chunk") as bar:
+    with progress_bar(total=-(-n // chunk), desc="sample", enabled=progress, unit="chunk", nested=True) as bar:
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
             padded = min(chunk, -(-size // granule) * granule)

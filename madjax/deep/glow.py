@@ -326,7 +326,7 @@ def glow(config: GlowConfig = GlowConfig(), *, progress: bool = False) -> Genera
         # One host read of a flag per generation: the data init runs on the first fit only.
         if not bool(params.buffers["initialized"][...]):
             params = data_init(params, data)
-        with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch") as bar:
+        with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch", nested=True) as bar:
             for epoch in range(config.epochs):
                 params, loss = train_epoch(jax.random.fold_in(key, epoch), params, data, epoch)
                 bar.update(1)

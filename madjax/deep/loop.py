@@ -363,9 +363,7 @@ def run_loop(
 
     x_ref = reference if reference is not None else source.sample(jax.random.fold_in(seed_key, _REFERENCE), n_ref)
     width = len(str(generations))
-    bar = progress_bar(total=generations, desc=label, enabled=progress, unit="gen")
-    bar.update(start - 1)
-    with bar:
+    with progress_bar(total=generations, desc=label, enabled=progress, unit="gen", initial=start - 1) as bar:
         for t in range(start, generations + 1):
             key = generation_key(seed_key, t)
             real = real_data(seed_key, source, loop, t)
@@ -392,8 +390,8 @@ def run_loop(
             # and rewrites identical files; metrics.csv always mirrors the checkpoint.
             ckpt.save(t, params=params, history=history[:-1], pool=pool, metrics=rows)
             _write_metrics(out, rows)
-            bar.update(1)
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(rows[-1].items())[1:4]})
+            bar.update(1)
     ckpt.close()
     return rows[:generations]
 

@@ -594,7 +594,7 @@ def wgan(config: WGANConfig = WGANConfig(), *, progress: bool = False) -> Genera
         k_init, k_train = jax.random.split(key)
         if not config.warm_start:
             params = init(k_init)
-        with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch") as bar:
+        with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch", nested=True) as bar:
             for epoch in range(config.epochs):
                 params, stats = epoch_fn(jax.random.fold_in(k_train, epoch), params, x)
                 bar.update(1)
