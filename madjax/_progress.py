@@ -43,14 +43,16 @@ class _LogBar:
     A line at most every ``LOG_EVERY_FRACTION`` of the work or
     ``LOG_EVERY_SECONDS``, and one at the end; time left extrapolates the
     rate of the work done in this run (``initial``, work done before a
-    resume, does not count towards the rate).
+    resume, does not count towards the rate). ``set_postfix_str`` replaces
+    the count (``16/48 cells`` for :class:`WeightedProgress`); ``set_postfix``
+    appends values (a generation's metrics).
     """
 
     def __init__(self, *, total: float, desc: str, unit: str, initial: float, level: int, enabled: bool):
         self.total, self.desc, self.unit, self.level = total, desc, unit, level
         self.n = self.initial = initial
         self.disable = not (enabled and log.isEnabledFor(level))
-        self._postfix = ""
+        self._count = self._values = ""
         self._start = self._last_time = time.monotonic()
         self._last_n = initial
 
@@ -65,21 +67,20 @@ class _LogBar:
             log.log(self.level, "%s: %s", self.desc, self._line(now))
 
     def _line(self, now: float) -> str:
-        done = self._postfix or f"{self.n:g}/{self.total:g} {self.unit}"
-        parts = [done, f"{100 * self.n / self.total:.0f}% of the work" if self.total else "done"]
+        parts = [self._count or f"{self.n:g}/{self.total:g} {self.unit}",
+                 f"{100 * self.n / self.total:.0f}% of the work" if self.total else "done"]
         elapsed = now - self._start
         parts.append(f"{format_duration(elapsed)} elapsed")
         rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
         if self.n < self.total and rate > 0:
             parts.append(f"~{format_duration((self.total - self.n) / rate)} left")
-        return ", ".join(parts)
+        return ", ".join(parts + ([self._values] if self._values else []))
 
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
-        self._postfix = s
+        self._count = s
 
     def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
-        items = {**(ordered_dict or {}), **kwargs}
-        self._postfix = f"{self.n:g}/{self.total:g} {self.unit} " + " ".join(f"{k}={v}" for k, v in items.items())
+        self._values = " ".join(f"{k}={v}" for k, v in {**(ordered_dict or {}), **kwargs}.items())
 
     def close(self) -> None:
         pass

@@ -33,15 +33,26 @@ import numpy as np
 
 from madjax.gaussian import FACTORS
 from madjax.loops import LoopParams, LoopSpec, choose_factor, run_chains_jit
+from madjax.resources import (
+    FLOP_S,
+    HOST_COPIES,
+    chain_bytes,
+    chain_generation_seconds,
+    check_budget,
+    check_chain_run,
+)
 from madjax.validation import (
     ParameterError,
     check_choice,
     check_dtype,
     check_int,
     check_lam,
+    check_loop_sizes,
 )
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
+REPEATS = 3  # timed calls after the first (which includes compilation)
+NAIVE_GENERATIONS = 3  # generations per chain of the naive NumPy loop
 
 
 def machine() -> dict:
@@ -81,7 +92,7 @@ def _timed(fn, repeats: int):
 
 
 def time_madjax(*, dim, n_real, n_syn, lam, chains, generations, dtype, loop="fresh", factor="auto", w2_every=1,
-                repeats=3):
+                repeats=REPEATS):
     if factor == "auto":
         factor = choose_factor(loop, dim, n_ini=n_real, n_real=n_real, n_syn=n_syn)
     spec = LoopSpec(kind=loop, dim=dim, dtype=dtype, factor=factor, w2_every=w2_every)
@@ -99,7 +110,7 @@ _eigvalsh = jax.jit(jnp.linalg.eigvalsh)
 _cholesky = jax.jit(jnp.linalg.cholesky)
 
 
-def time_floor(*, dim, chains, dtype, repeats=3):
+def time_floor(*, dim, chains, dtype, repeats=REPEATS):
     """One batched ``eigvalsh`` plus one batched Cholesky of ``(chains, d, d)`` SPD matrices."""
     x = jax.random.normal(jax.random.key(0), (chains, dim, dim), dtype)
     s = x @ jnp.swapaxes(x, 1, 2) / dim + jnp.eye(dim, dtype=dtype)
@@ -138,7 +149,8 @@ def time_naive(*, dim, n_real, n_syn, lam, chains, generations, dtype):
 
 
 def bench_rows(*, dims, n_real, n_syns, lam, chains_list, generations, dtype, naive_chains=2,
-               naive_generations=3, loop="fresh", factors=("auto",), w2_every=(1,), progress=None) -> list[dict]:
+               naive_generations=NAIVE_GENERATIONS, loop="fresh", factors=("auto",), w2_every=(1,),
+               progress=None) -> list[dict]:
     """Rows of the three engines; one ``madjax`` row per (n_s, factor, w2_every)."""
     rows = []
     for dim in dims:
@@ -181,6 +193,30 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check_bench_resources(*, dims, n_real, n_syns, chains_list, generations, dtype, naive_chains, runs,
+                          allow_large) -> None:
+    """Refuse absurd benchmark shapes before timing anything (:mod:`madjax.resources`): every madjax row
+    runs all its chains at once, ``1 + repeats`` times per factorisation and W2 period (``runs``), and
+    the naive loop draws all n_r + n_s points of a generation in float64."""
+    for n_syn in n_syns:
+        check_loop_sizes(n_ini=n_real, n_real=n_real, n_syn=n_syn, generations=generations)
+    itemsize = np.dtype(dtype).itemsize
+    for dim in dims:
+        for chains in chains_list:
+            for n_syn in n_syns:
+                check_chain_run(chains=chains, generations=generations * (1 + REPEATS) * runs,
+                                per_chain_bytes=chain_bytes(dim, 1, itemsize),
+                                per_chain_gen_s=chain_generation_seconds(dim),
+                                chunk=chains, memory=1, sizes=dict(chains=chains, generations=generations, dim=dim),
+                                what=f"bench rows of {chains} chains x {generations} generations at d = {dim}",
+                                allow_large=allow_large)
+                points = n_real + n_syn
+                check_budget("n_syn", what=f"the naive NumPy loop at n_r + n_s = {points}, d = {dim}",
+                             nbytes=points * dim * 8 * HOST_COPIES,
+                             seconds=naive_chains * NAIVE_GENERATIONS * points * dim * dim * FLOP_S,
+                             allow_large=allow_large)
+
+
 def bench_cli(args) -> dict:
     check_choice("what", args.what, ("chains",))
     dims = [check_int("dim", d, minimum=1) for d in args.dim]
@@ -196,6 +232,9 @@ def bench_cli(args) -> dict:
     naive = check_int("naive_chains", args.naive_chains, minimum=0)
     factors = [check_choice("factor", f, ("auto",) + FACTORS) for f in args.factor]
     every = [check_int("w2_every", k, minimum=1) for k in args.w2_every]
+    check_bench_resources(dims=dims, n_real=n_real, n_syns=n_syns, chains_list=chains_list, generations=generations,
+                          dtype=dtype, naive_chains=naive, runs=len(factors) * len(every),
+                          allow_large=args.allow_large)
     rows = bench_rows(dims=dims, n_real=n_real, n_syns=n_syns, lam=lam, chains_list=chains_list,
                       generations=generations, dtype=dtype, naive_chains=naive, factors=factors, w2_every=every)
     result = {"rows": rows, "machine": machine()}

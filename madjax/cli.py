@@ -15,7 +15,8 @@ from typing import Sequence
 
 from madjax import __version__, compile_cache
 from madjax._progress import configure_logging
-from madjax.validation import ParameterError
+from madjax.resources import ALLOW_LARGE
+from madjax.validation import ParameterError, check_seed
 
 LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
 
@@ -75,10 +76,14 @@ def _command(sub, name: str, *, help: str, description: str, positionals: dict |
     return p
 
 
-def _add_run(group, *, seed: bool = True) -> None:
-    """``--seed``, ``--x64``, ``--distributed``."""
+def _add_run(group, *, seed: bool = True, allow_large: bool = True) -> None:
+    """``--seed``, ``--x64``, ``--distributed`` and the override of the up-front resource check."""
     if seed:
-        group.add_argument("--seed", type=int, default=0, help="random seed")
+        group.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**32 - 1")
+    if allow_large:
+        group.add_argument(ALLOW_LARGE, action="store_true",
+                           help="run even what the up-front estimate refuses: more memory than this machine has, "
+                                "more than 6 hours of computing or 15 minutes of compiling")
     group.add_argument("--x64", action="store_true", help="enable float64 (jax's x64 mode) at start-up")
     group.add_argument("--distributed", action="store_true",
                        help="multi-host run with jax.distributed (coordinator from MADJAX_COORDINATOR, "
@@ -209,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="validate, print shapes, work, a memory estimate and the wall time estimated on this "
                           "machine (a short calibration run), without running")
-    _add_run(run)
+    _add_run(run, allow_large=False)  # fixed presets: nothing to override
     output.add_argument("--out", required=True, help="output directory")
     _add_talk(output)
 
@@ -293,6 +298,7 @@ def _cmd_simulate(args) -> int:
         memory=args.memory, accumulate=args.accumulate, real_fraction=args.real_fraction,
         n_total=args.n_total, engine=args.engine, dtype="float64" if args.x64 else "float32",
         seed=args.seed, factor=args.factor, w2_every=args.w2_every, chunk=args.chunk, progress=not args.quiet,
+        allow_large=args.allow_large,
     )
     return 0
 
@@ -304,6 +310,7 @@ def _cmd_effective_size(args) -> int:
         loop=args.loop, dim=args.dim, n_real=args.n_real, n_syn=args.n_syn, lam=args.lam,
         memory=args.memory, chains=args.chains, seed=args.seed, threshold=args.threshold,
         dtype="float64" if args.x64 else "float32", w2_every=args.w2_every, progress=not args.quiet,
+        allow_large=args.allow_large,
     )
     if args.json:
         print(json.dumps(result))
@@ -344,7 +351,7 @@ def _cmd_train(args) -> int:
         args.model, loop=args.loop, generations=args.generations, lam=args.lam, data=args.data,
         data_dir=args.data_dir, n_ini=args.n_ini, n_real=args.n_real, n_syn=args.n_syn,
         memory=args.memory, accumulate=args.accumulate, save_every=args.save_every,
-        seed=args.seed, preset=args.preset, out=args.out, progress=not args.quiet,
+        seed=args.seed, preset=args.preset, out=args.out, progress=not args.quiet, allow_large=args.allow_large,
     )
     return 0
 
@@ -383,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         jax.config.update("jax_enable_x64", True)
     try:
+        if hasattr(args, "seed"):  # every command that takes a seed: one range, checked before anything
+            check_seed(args.seed)
         if getattr(args, "distributed", False):
             from madjax.distributed import initialize
 

@@ -15,8 +15,10 @@ chains, and the records kept on the host (chains × T × variables, in a few
 copies). Time is chain-generations × a per-chain-generation cost that grows
 like d³ (the factorisations) and with the points drawn, × K for memory K (K
 groups drawn), plus a latency per generation (a scan runs its generations one
-after another, so a long burn-in costs time whatever the batch); compilation grows with K (the K sampling groups are unrolled
-into the program: about 0.035 s per slot measured on a 2-core CPU).
+after another, so a long burn-in costs time whatever the batch); compilation
+grows with K (the K sampling groups are unrolled into the program: about
+0.035 s per slot measured on a 2-core CPU). A deep loop (``train``) is
+estimated from its largest training set and its generations.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ STEP_S = 1e-4  # latency of one scan step (one generation), whatever the batch: 
 FLOP_S = 1e-11  # seconds per multiply-add: 100 GFLOP/s
 CHAIN_GENERATION_MIN_S = 5e-7  # 2·10⁶ chain-generations per second at best (6·10⁴ measured on 2 CPU cores)
 COMPILE_SLOT_S = 0.02  # compile seconds per ring-buffer slot (unrolled sampling groups)
+CELL_S = 5e-3  # a sweep writes each cell to its store: 5 ms at the very least
+TRAIN_GENERATION_MIN_S = 0.1  # a deep generation fits a network and samples from it: 0.1 s at the very best
 RECORD_FIELDS = 8  # per-(chain, generation) values the loop records
 HOST_COPIES = 3  # device result, host copy, the Dataset being written
 # "Typical" size of each option: the option most times its typical size is named as the cause.
@@ -118,4 +122,14 @@ def check_chain_run(*, chains: int, generations: int, per_chain_bytes: int, per_
     calls = -(-chains // chunk)
     seconds = calls * generations * STEP_S + chains * generations * per_chain_gen_s
     check_budget(cause(**sizes), what=what, nbytes=nbytes, seconds=seconds, compile_s=memory * COMPILE_SLOT_S,
+                 allow_large=allow_large)
+
+
+def check_train_run(*, generations: int, n_ini: int, points: int, width: int, allow_large: bool) -> None:
+    """A deep loop (``train``): its largest training set (``points`` samples of ``width`` float32
+    values, in a few copies) must fit in memory, and ``generations`` × :data:`TRAIN_GENERATION_MIN_S`
+    in the time limit."""
+    check_budget(cause(generations=generations, n_ini=n_ini, n_syn=points),
+                 what=f"{generations} generations training on up to {points} samples of {width} values",
+                 nbytes=points * width * 4 * HOST_COPIES, seconds=generations * TRAIN_GENERATION_MIN_S,
                  allow_large=allow_large)

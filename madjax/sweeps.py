@@ -54,7 +54,7 @@ from madjax.io import (
     write_region,
 )
 from madjax.loops import LoopParams
-from madjax.resources import chain_generation_seconds, check_budget
+from madjax.resources import CELL_S, chain_generation_seconds, check_budget
 from madjax.validation import (
     INT32_MAX,
     ParameterError,
@@ -263,7 +263,7 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
     # Enumerating the cells costs time too: a grid too large to run is refused before it is listed.
     n_cells = math.prod(len(v) for v in grid.values())
     check_budget(max(grid, key=lambda k: len(grid[k])), what=f"a grid of {n_cells} cells x {chains} chains",
-                 seconds=n_cells * chains * horizon_level(1) * chain_generation_seconds(dim),
+                 seconds=n_cells * (CELL_S + chains * horizon_level(1) * chain_generation_seconds(dim)),
                  allow_large=allow_large)
     combos = list(itertools.product(*grid.values()))
     cells = [cell_params({**fixed, **dict(zip(names, combo))}) for combo in combos]

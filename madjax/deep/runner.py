@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Callable, Mapping, NamedTuple
 
 from madjax.base import GenerativeModel
@@ -68,7 +69,8 @@ from madjax.data import DATA_NAMES, IMAGE_NAMES, DataSource, Images, get_source,
 from madjax.deep.evaluate import PointEval, point_metrics
 from madjax.deep.glow import GlowConfig, glow, glow_log_prob
 from madjax.deep.loop import LOOPS, DeepLoop, EvaluateFn, check_resumable, run_loop
-from madjax.validation import ParameterError, check_choice, check_int, check_lam
+from madjax.resources import check_train_run
+from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_loop_sizes, check_seed
 
 PRESETS = ("smoke", "quick", "paper")
 
@@ -354,6 +356,7 @@ def train(
     preset: str = "quick",
     out: str,
     progress: bool = True,
+    allow_large: bool = False,
 ) -> list[dict]:
     """Run (or resume) one chain of a deep self-consuming loop into ``out``.
 
@@ -374,10 +377,12 @@ def train(
       memory: K ≥ 1, models synthetic samples are drawn from.
       accumulate: keep every previous synthetic set (not with memory > 1).
       save_every: write sample files every this many generations (and at 1, T).
-      seed: integer seed ≥ 0.
+      seed: integer seed in [0, 2³² − 1].
       preset: ``"smoke"``, ``"quick"`` or ``"paper"``.
       out: output directory (metrics.csv, samples/, checkpoints/, config.json).
       progress: progress bars (terminal only).
+      allow_large: run even when the training sets or generations are absurdly
+        large (:func:`madjax.resources.check_train_run`).
 
     Returns:
       The metric rows, one per generation.
@@ -394,10 +399,16 @@ def train(
     lam = check_lam(lam)
     generations = check_int("generations", generations, minimum=1)
     save_every = check_int("save_every", save_every, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     loop_spec = loop_sizes(loop, spec.n, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory,
                            accumulate=accumulate)
     check_real_sizes(loop_spec, data, data_dir, preset=preset)
+    check_loop_sizes(n_ini=loop_spec.n_ini, n_real=loop_spec.n_real, n_syn=loop_spec.n_syn, generations=generations,
+                     accumulate=loop_spec.accumulate)
+    pool = loop_spec.n_syn * ((generations - 1) if loop_spec.accumulate else 1)
+    check_train_run(generations=generations, n_ini=loop_spec.n_ini,
+                    points=max(loop_spec.n_ini, loop_spec.n_real + pool), width=math.prod(source.shape),
+                    allow_large=allow_large)
     config = entry.adapt(spec.config, source)
     record = {
         "model": model, "preset": preset, "data": data, "lam": lam, "seed": seed,
