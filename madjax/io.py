@@ -41,7 +41,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -51,9 +50,8 @@ from typing import Iterator
 import numpy as np
 import xarray as xr
 
+from madjax._progress import log
 from madjax.validation import ParameterError
-
-log = logging.getLogger("madjax")
 
 SCHEMA_VERSION = 2  # 1: files before the schema attribute existed
 

@@ -484,3 +484,65 @@ def test_plot_from_a_damaged_file_is_one_line_naming_it(damage, fig9, tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("madjax: error: --from: ") and err.count("\n") == 1, err
     assert str(out / name) in err or (name == "" and str(out) in err), err
+
+
+NPZ_DAMAGE = {
+    "garbage": lambda p: p.write_bytes(b"garbage, not a zip archive"),
+    "truncated": lambda p: (np.savez(p, x=np.zeros((50, 2), np.float32)), _truncate(p)),
+    "empty": lambda p: p.write_bytes(b""),
+    "a single .npy array": lambda p: np.save(open(p, "wb"), np.zeros(3)),
+    "pickled objects": lambda p: np.savez(p, x=np.array([{"a": 1}], dtype=object)),
+    "no x": lambda p: np.savez(p, y=np.zeros(3)),
+    "a directory": lambda p: p.mkdir(),
+    "missing": lambda p: None,
+}
+
+
+@pytest.mark.parametrize("damage", list(NPZ_DAMAGE))
+def test_sample_files_are_read_or_refused_in_one_line(damage, tmp_path):
+    path = tmp_path / "gen_3.npz"
+    NPZ_DAMAGE[damage](path)
+    with pytest.raises(ValueError) as err:
+        io.read_npz(str(path), "from")
+    assert err.value.param == "from" and str(path) in err.value.message and "\n" not in err.value.message
+    np.savez(tmp_path / "good.npz", x=np.ones((2, 2), np.float32))
+    assert io.read_npz(str(tmp_path / "good.npz"), "from")["x"].shape == (2, 2)
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe garbage", b"[1, 2]", b'{"loop": '])
+def test_a_damaged_run_config_is_one_line_naming_it(content, tmp_path, capsys):
+    from madjax.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_bytes(content)
+    argv = ["train", "glow", "--loop", "fully-synthetic", "--generations", "1", "--data", "rosenbrock",
+            "--preset", "smoke", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("madjax: error: --out: ") and str(out / "config.json") in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content", ["", "generation,fid\n1,abc\n", "x\n1\n", "\x00\x01garbage"])
+def test_a_damaged_metrics_table_is_one_line_naming_it(content, tmp_path):
+    from madjax.deep.loop import read_metrics
+
+    (tmp_path / "metrics.csv").write_text(content)
+    if content == "":
+        assert read_metrics(str(tmp_path)) == []  # a run stopped before its first generation
+        return
+    with pytest.raises(ValueError) as err:
+        read_metrics(str(tmp_path))
+    assert err.value.param == "from" and str(tmp_path / "metrics.csv") in err.value.message
+
+
+def test_a_damaged_chain_batch_is_computed_again(tmp_path, caplog):
+    from madjax.figures.gmm import _saved_attrs
+
+    path = tmp_path / "chains_00000-00001.nc"
+    assert _saved_attrs(str(path)) is None
+    path.write_bytes(b"CDF\x01 truncated")
+    caplog.clear()
+    assert _saved_attrs(str(path)) is None
+    (warning,) = _warnings(caplog)
+    assert str(path) in warning and "computing it again" in warning

@@ -29,7 +29,6 @@ one that restores and checks out (``keep`` ≥ 2 keeps one before the latest).
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, NamedTuple
 
@@ -38,8 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-
-log = logging.getLogger("madjax")
+from madjax._progress import log
 
 
 class _NeedsPool(Exception):

@@ -89,6 +89,7 @@ from madjax._progress import progress_bar
 from madjax.base import GenerativeModel
 from madjax.data import DataSource
 from madjax.deep.checkpoint import Checkpointer, pool_rows
+from madjax.io import READ_ERRORS, atomic_path, read_json
 from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_writable
 
 Array = jax.Array
@@ -260,11 +261,7 @@ def check_resumable(out: str, record: Mapping[str, Any]) -> None:
         if os.path.isdir(os.path.join(out, "checkpoints")):
             raise ParameterError("out", f"{out!r} holds checkpoints but no config.json; use a new directory")
         return
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise ParameterError("out", f"cannot read {path!r}: {err}") from None
+    saved = read_json(path, "out")
     mine = _comparable(json.loads(json.dumps(record)))
     theirs = _comparable(saved)
     if mine != theirs:
@@ -399,19 +396,31 @@ def run_loop(
 def _write_metrics(out: str, rows: list[dict]) -> None:
     path = os.path.join(out, "metrics.csv")
     names = ["generation"] + [k for k in (rows[0] if rows else {}) if k != "generation"]
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:  # a kill never leaves half a CSV
         writer = csv.DictWriter(f, fieldnames=names)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (row[k] if k == "generation" else repr(float(row[k]))) for k in names})
-    os.replace(tmp, path)  # atomic: a kill never leaves half a CSV
 
 
-def read_metrics(out: str) -> list[dict]:
-    """The rows of ``out/metrics.csv`` (``generation`` as int, the rest as float)."""
-    with open(os.path.join(out, "metrics.csv"), newline="") as f:
-        return [{k: int(v) if k == "generation" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+def read_metrics(out: str, param: str = "from") -> list[dict]:
+    """The rows of ``out/metrics.csv`` (``generation`` as int, the rest as float).
+
+    Raises:
+      ParameterError: naming ``param`` and the file, when it is missing or
+        not such a table (a header with ``generation``, numbers below it).
+    """
+    path = os.path.join(out, "metrics.csv")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is not None and "generation" not in reader.fieldnames:
+                raise ValueError("no generation column")
+            return [{k: int(v) if k == "generation" else float(v) for k, v in row.items()} for row in reader]
+    except FileNotFoundError:
+        raise ParameterError(param, f"{path}: no such file") from None
+    except (*READ_ERRORS, csv.Error) as err:
+        raise ParameterError(param, f"{path}: not a metrics table ({type(err).__name__}: {err})") from None
 
 
 def _write_samples(out: str, stem: str, data: Dataset, t: int) -> None:
@@ -419,8 +428,8 @@ def _write_samples(out: str, stem: str, data: Dataset, t: int) -> None:
     x, y = sample_arrays(data)
     base = os.path.join(out, "samples", stem)
     arrays = {"x": x} if y is None else {"x": x, "y": y}
-    np.savez(base + ".tmp.npz", **arrays)
-    os.replace(base + ".tmp.npz", base + ".npz")
+    with atomic_path(base + ".npz", suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
     _sample_png(x, y, base + ".png", f"generation {t}")
 
 

@@ -40,9 +40,10 @@ import time
 import numpy as np
 import xarray as xr
 
+from madjax._progress import log
 from madjax.figures import PRESETS, Figure
 from madjax.figures.style import caption, finish, save, setting
-from madjax.io import check_schema, open_checked
+from madjax.io import READ_ERRORS, atomic_path, check_schema, open_checked, read_json
 from madjax.validation import ParameterError, check_choice, check_int, check_lam
 
 NAME = "fig11_12"
@@ -113,8 +114,7 @@ def _combined(out_dir: str) -> str:
 def _check_resumable(out_dir: str, record: dict) -> None:
     path = os.path.join(_dir(out_dir), "config.json")
     if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
+        saved = read_json(path, "out")
         if saved != record:
             raise ParameterError("out", f"{_dir(out_dir)!r} holds a different {NAME} run "
                                         f"(preset {saved.get('preset')!r}, seed {saved.get('seed')}); "
@@ -135,11 +135,11 @@ def run(config: GMMFigureConfig, out_dir: str, *, seed: int = 0, progress: bool 
     record = config.record(seed)
     _check_resumable(out_dir, record)
     combined = _combined(out_dir)
-    if os.path.exists(combined):
-        with xr.open_dataset(combined) as ds:
-            check_schema(combined, ds.attrs)
-            if json.loads(ds.attrs.get("figure_config", "{}")) == record:
-                return  # fig11 and fig12 share one run
+    attrs = _saved_attrs(combined)
+    if attrs is not None:
+        check_schema(combined, attrs)
+        if json.loads(attrs.get("figure_config", "{}")) == record:
+            return  # fig11 and fig12 share one run
     os.makedirs(_dir(out_dir), exist_ok=True)
     with open(os.path.join(_dir(out_dir), "config.json"), "w") as f:
         json.dump(record, f, indent=1)
@@ -149,24 +149,35 @@ def run(config: GMMFigureConfig, out_dir: str, *, seed: int = 0, progress: bool 
         count = min(config.batch, config.chains - first)
         path = os.path.join(_dir(out_dir), f"chains_{first:05d}-{first + count - 1:05d}.nc")
         paths.append(path)
-        if os.path.exists(path):
-            with xr.open_dataset(path) as done:
-                check_schema(path, done.attrs)
+        attrs = _saved_attrs(path)
+        if attrs is not None:
+            check_schema(path, attrs)
             continue
         if progress:
             print(f"{NAME}: chains {first}–{first + count - 1} of {config.chains}", flush=True)
         ds = _simulate(config, seed=seed, chains=count, first_chain=first, progress=progress)
-        tmp = path + ".part"
-        ds.to_netcdf(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".nc") as tmp:
+            ds.to_netcdf(tmp)
     parts = [xr.load_dataset(p) for p in paths]
     ds = xr.concat(parts, dim="chain")
     ds.attrs = dict(parts[0].attrs)
     ds.attrs["figure_config"] = json.dumps(record)
     ds.attrs["wall_seconds_this_call"] = time.perf_counter() - start_time
-    tmp = combined + ".part"
-    ds.to_netcdf(tmp)
-    os.replace(tmp, combined)
+    with atomic_path(combined, suffix=".nc") as tmp:
+        ds.to_netcdf(tmp)
+
+
+def _saved_attrs(path: str) -> dict | None:
+    """The attributes of a saved NetCDF file, or None when there is none -- or it is damaged (then it is
+    recomputed, with one warning line)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with xr.open_dataset(path) as ds:
+            return dict(ds.attrs)
+    except READ_ERRORS as err:
+        log.warning("%s is damaged (%s); computing it again", path, " ".join(str(err).split())[:160])
+        return None
 
 
 def dry_run(config: GMMFigureConfig) -> str:
