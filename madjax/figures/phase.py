@@ -315,7 +315,7 @@ _TEXT = {
 }
 # Dimensions drawn on log axes (sample sizes); the others (λ, p, K) are linear.
 _LOG_DIMS = frozenset({"n_real", "n_syn", "n_ini", "n_total"})
-_MARKS = ("cells: $n_e/n_r$ and its standard error; ≥ / ≤: a bound (n_e outside the tabulated E-dist range); "
+_MARKS = ("cells: $n_e/n_r$ and its standard error; ≥ / ≤: a bound ($n_e$ outside the tabulated E-dist range); "
           "hatched: steady state not reached")
 
 
@@ -590,8 +590,10 @@ def plot_sweep(path: str) -> list:
     dims = list(ds.n_e_ratio.dims)
     loop = config.get("loop", "?")
     name = os.path.splitext(os.path.basename(path))[0]
-    text = caption(None, dim=config.get("dim"), chains=config.get("chains"),
-                   paper=f"{loop} loop" + (f", {_fixed(ds)}" if _fixed(ds) else ""), notes=[_MARKS])
+    setting_text = f"{loop} loop" + (f", {_fixed(ds)}" if _fixed(ds) else "")
+    text = caption(None, dim=config.get("dim"), chains=config.get("chains"), paper=setting_text,
+                   notes=[_MARKS] if len(dims) > 1 else [])
+    loop = loop.capitalize()
     if len(dims) == 1:
         fig, ax = plt.subplots(figsize=(5.2, 3.9), constrained_layout=True)
         line_plot(ax, ds, dims[0], config.get("chains", 0))
