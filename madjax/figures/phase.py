@@ -35,7 +35,7 @@ from madjax.effective import (
 )
 from madjax.figures import Figure
 from madjax.figures.style import LOG2_RATIO_LIMIT, band_label, caption, finish, save, setting, symbol
-from madjax.io import SCHEMA_VERSION, check_schema, describe, open_checked, provenance, read_json
+from madjax.io import SCHEMA_VERSION, atomic_path, check_schema, describe, open_checked, provenance, read_json
 from madjax.loops import LoopParams, LoopSpec, padded_chain_ids, run_cells_jit, stack_params
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
 from madjax.validation import ParameterError, check_choice
@@ -220,8 +220,8 @@ def _run_threshold(cfg: PhaseConfig, out: str, seed: int, progress: bool) -> Non
     ds.attrs["comment"] = ("n_syn_star is NaN where n_e/n_r >= 1 over the whole searched range "
                            "(up to threshold_ratio_max * n_r); n_syn_star_lo is then that range's end, a lower bound")
     path = os.path.join(out, f"{name}_threshold.nc")
-    describe(ds).to_netcdf(path + ".part")
-    os.replace(path + ".part", path)
+    with atomic_path(path, suffix=".nc") as tmp:
+        describe(ds).to_netcdf(tmp)
 
 
 def run(cfg: PhaseConfig, out: str, *, seed: int = 0, progress: bool = True) -> None:
@@ -647,7 +647,8 @@ def _figure(fig_id: str) -> Figure:
             raw["sweeps"] = tuple(tuple(s) for s in raw["sweeps"])
             cfg = PhaseConfig(**raw)
         except (KeyError, TypeError, ValueError) as err:
-            raise ParameterError("from", f"{path}: not a {fig_id} configuration ({type(err).__name__}: {err})") from None
+            raise ParameterError("from", f"{path}: not a {fig_id} configuration "
+                                         f"({type(err).__name__}: {err})") from None
         return {"heatmap": _heatmap, "curve": _curves, "trajectory": _trajectory}[cfg.kind](cfg, out)
 
     return Figure(fig_id, lambda preset: get_config(fig_id, preset), run_fig, dry_run, plot)
