@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from madjax.base import Array
+from madjax.distributed import chain_devices
 from madjax.gaussian import (
     FACTORS,
     Diagnostics,
@@ -283,13 +284,14 @@ def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int) 
 
 
 def padded_chain_ids(start: int, count: int) -> tuple[Array, int]:
-    """Chain ids ``start … start+count−1`` padded to a multiple of the local device count
-    and sharded over a ``("chain",)`` mesh of all local devices (a no-op on one device).
+    """Chain ids ``start … start+count−1`` padded to a multiple of the device count and
+    sharded over a ``("chain",)`` mesh of :func:`~madjax.distributed.chain_devices` (all
+    local devices; one on the CPU backend, whose forced host devices deadlock in LAPACK).
 
     Returns the ids and the number of real (unpadded) chains; padded chains are
     computed and dropped, so no result depends on the device count.
     """
-    devices = jax.local_devices()
+    devices = chain_devices()
     size = -(-count // len(devices)) * len(devices)
     ids = jnp.arange(start, start + size, dtype=jnp.uint32)
     if len(devices) > 1:
