@@ -546,3 +546,34 @@ def test_a_damaged_chain_batch_is_computed_again(tmp_path, caplog):
     assert _saved_attrs(str(path)) is None
     (warning,) = _warnings(caplog)
     assert str(path) in warning and "computing it again" in warning
+
+
+@pytest.mark.slow
+def test_kill_9_during_store_creation_leaves_a_store_the_rerun_accepts(tmp_path):
+    import subprocess
+    import sys
+
+    from madjax.cli import main
+
+    out = tmp_path / "o"
+    args = ["sweep", "--loop", "fresh", "--dim", "2", "--n-real", "4,8", "--n-syn", "2,16", "--lam", "0.8",
+            "--chains", "16", "--out", str(out), "--quiet"]
+    dying = """
+import os, signal, sys
+import xarray as xr
+real = xr.Dataset.to_zarr
+def to_zarr(self, store, *args, **kw):
+    if kw.get("mode") == "w-":  # creating the store: write some of it, then die as kill -9 would
+        keep = list(self.data_vars)[:3]
+        real(self[keep], store, *args, **{**kw, "encoding": {k: kw["encoding"][k] for k in keep}})
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, store, *args, **kw)
+xr.Dataset.to_zarr = to_zarr
+from madjax.cli import main
+sys.exit(main(ARGS))
+""".replace("ARGS", repr(args))
+    env = {**os.environ, "MADJAX_CACHE": str(tmp_path / "cache")}
+    assert subprocess.run([sys.executable, "-c", dying], env=env).returncode == -9
+    assert not (out / "sweep.zarr").exists() and [p for p in os.listdir(out) if "sweep.zarr" in p] != []
+    assert main(args) == 0
+    assert sorted(os.listdir(out)) == ["sweep.nc", "sweep.zarr"]  # the dead creation's leftover is cleared
