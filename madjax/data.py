@@ -200,10 +200,15 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     Returns:
       A ``uint8`` array of shape ``(size_1, …, size_r)``.
 
+    The file is read as a stream and never past the size its header
+    declares, which may not exceed :data:`IDX_MAX_BYTES`: a gzip bomb (a tiny
+    file that decompresses to gigabytes) or an absurd header is refused
+    before it fills the memory.
+
     Raises:
       ParameterError: naming ``data_dir``, one line ``<path>: <what is
         wrong>``, for a missing, unreadable, non-gzip ``.gz``, malformed,
-        truncated or over-long file.
+        truncated or over-long file, or an absurdly large declared shape.
 
     Example:
       >>> import os, struct, tempfile
@@ -220,18 +225,30 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
 
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            compressed = path.endswith(".gz") or f.read(2) == _GZIP_MAGIC
+            f.seek(0)
+            if compressed and f.read(2) != _GZIP_MAGIC:
+                fail("not a gzip file")
+            f.seek(0)
+            try:
+                return _read_idx_stream(gzip.GzipFile(fileobj=f) if compressed else f, ndim, fail)
+            except (OSError, EOFError, zlib.error) as err:
+                if not compressed:
+                    raise
+                fail(f"bad gzip stream ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
     except FileNotFoundError:
         fail("no such file")
     except OSError as err:
         fail(f"cannot read ({err.strerror or err})")
-    if path.endswith(".gz") or raw[:2] == _GZIP_MAGIC:
-        if raw[:2] != _GZIP_MAGIC:
-            fail("not a gzip file")
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as err:
-            fail(f"bad gzip stream ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
+
+
+# The largest payload an IDX file may declare (MNIST's largest holds 47 MB).
+IDX_MAX_BYTES = 1 << 32
+
+
+def _read_idx_stream(stream, ndim: int | None, fail) -> np.ndarray:
+    """The checks of :func:`read_idx` on a byte stream, reading no more than the header declares (+1 byte)."""
+    raw = stream.read(4)
     if len(raw) < 4:
         fail(f"truncated: {len(raw)} bytes, shorter than the 4-byte IDX magic number")
     zero1, zero2, dtype, rank = raw[:4]
@@ -246,16 +263,20 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
         fail(f"expected a {ndim}-dimensional IDX file (magic 0x{0x800 + ndim:08x}), "
              f"got {rank} dimensions (magic 0x{magic:08x})")
     header = 4 + 4 * rank
+    raw += stream.read(header - 4)
     if len(raw) < header:
         fail(f"truncated header: {len(raw)} bytes, expected {header}")
     dims = struct.unpack(f">{rank}I", raw[4:header])
     size = math.prod(dims)
-    payload = len(raw) - header
-    if payload < size:
-        fail(f"truncated: {payload} data bytes, expected {size} for shape {dims}")
-    if payload > size:
-        fail(f"{payload - size} unexpected bytes after the data (expected {size} for shape {dims})")
-    return np.frombuffer(raw, np.uint8, count=size, offset=header).reshape(dims)
+    if size > IDX_MAX_BYTES:
+        fail(f"the header declares shape {dims} ({size} bytes), more than the {IDX_MAX_BYTES} bytes an IDX file "
+             "may hold here")
+    payload = stream.read(size + 1)
+    if len(payload) < size:
+        fail(f"truncated: {len(payload)} data bytes, expected {size} for shape {dims}")
+    if len(payload) > size:
+        fail(f"unexpected bytes after the data (expected {size} for shape {dims})")
+    return np.frombuffer(payload, np.uint8, count=size).reshape(dims)
 
 
 def _mnist_dir(data_dir: str | os.PathLike | None) -> str:
