@@ -21,7 +21,7 @@ import os
 from typing import Any, Callable, NamedTuple
 
 from madjax.io import READ_ERRORS
-from madjax.validation import ParameterError, check_choice, check_writable
+from madjax.validation import ParameterError, check_choice, check_seed, check_writable
 
 PRESETS = ("smoke", "quick", "paper")
 
@@ -78,10 +78,11 @@ def reproduce(figures, *, preset: str = "quick", out: str, dry_run: bool = False
               progress: bool = True) -> None:
     """Run figures' presets into ``out`` and draw them (``DIR/FIG.png``, ``DIR/FIG.pdf``).
 
-    Everything is validated (ids, preset, output directory, configurations)
-    before the first figure starts.
+    Everything is validated (ids, preset, seed, output directory,
+    configurations) before the first figure starts.
     """
     check_choice("preset", preset, PRESETS)
+    check_seed(seed)
     check_writable("out", out, directory=True)
     figs = [get_figure(f) for f in _expand(list(figures))]
     configs = [fig.get_config(preset) for fig in figs]

@@ -38,7 +38,7 @@ from madjax.figures.style import LOG2_RATIO_LIMIT, band_label, caption, finish, 
 from madjax.io import SCHEMA_VERSION, atomic_path, check_schema, describe, open_checked, provenance, read_json
 from madjax.loops import LoopParams, LoopSpec, padded_chain_ids, run_cells_jit, stack_params
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
-from madjax.validation import ParameterError, check_choice
+from madjax.validation import ParameterError, check_choice, check_name
 from madjax.walltime import Calibration, calibrate, estimate
 
 
@@ -61,7 +61,9 @@ class PhaseConfig:
     threshold_ratio_max: float = 100.0  # root finding for n_s* searches n_s ≤ this × n_r
 
     def __post_init__(self):
-        for _, grid, fixed in self.sweeps:
+        check_name("fig", self.fig)  # names become files under DIR: a stored config may not lead out of it
+        for name, grid, fixed in self.sweeps:
+            check_name("sweeps", name)
             if self.kind != "trajectory":
                 validate_grid(grid, fixed)
 
