@@ -19,9 +19,10 @@ from scipy.special import gammaln, psi
 
 import madjax
 from madjax import theory
+from madjax.figures.theory import RATE_CHAINS, log_diag_chains
 from madjax.gaussian import gaussian_factored
 
-CHAINS = 4000
+CHAINS = 2000  # as the smoke preset of the moment figures, which reuse these compilations
 T = 12
 
 
@@ -100,34 +101,18 @@ def test_one_dimensional_w2_against_engine():
     assert "w2_sq_theory" in ds
 
 
-def _log_diag_chains(key, *, dim, n_ini, n_syn, lam, chains, generations):
-    """``log (L_t)_kk`` of every chain and generation, from the factored engine's own state."""
-    eng = gaussian_factored(dim)
-
-    def chain(k):
-        first = eng.fit(None, None, eng.sample_real(jax.random.fold_in(k, 1), n_ini))
-
-        def step(g, t):
-            g = eng.fit(None, None, eng.sample(jax.random.fold_in(k, t), g, n_syn, lam))
-            return g, g.log_diag
-
-        _, rest = jax.lax.scan(step, first, jnp.arange(2, generations + 1))
-        return jnp.concatenate([first.log_diag[None], rest])
-
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(chains))
-    return np.asarray(jax.jit(jax.vmap(chain))(keys), np.float64)
-
-
 def test_per_eigenvalue_rates_through_the_bartlett_diagonal():
     """E log (L_t)_kk grows by ½[ψ((n_s − k)/2) + log 2 − log(n_s − 1) + log λ] per generation, k = 1 … d.
 
     The Lyapunov exponents are twice these increments (drawn as asymptotes, not tested as limits).
     """
-    d, n_ini, n_syn, lam = 4, 10, 7, 0.6
-    x = _log_diag_chains(jax.random.key(2), dim=d, n_ini=n_ini, n_syn=n_syn, lam=lam, chains=CHAINS, generations=T)
+    d, n_ini, n_syn, lam, chains = 3, 10, 7, 0.6, RATE_CHAINS
+    x = log_diag_chains(jax.random.key(2), dim=d, n_ini=n_ini, n_syn=n_syn, lam=lam, chains=chains, generations=T)
     t = np.arange(1, T + 1)
     exact = np.asarray(theory.log_diag_mean(t, dim=d, n_ini=n_ini, n_syn=n_syn, lam=lam))
-    assert_close_se(x.mean(0), exact, x.std(0, ddof=1) / np.sqrt(CHAINS), zcrit(m=T * d), "E log L_kk")
+    se = x.std(0, ddof=1) / np.sqrt(chains)
+    assert_close_se(x.mean(0), exact, se, zcrit(m=T * d), "E log L_kk")
+    assert np.all(zcrit(m=T * d) * se[-1] < 0.1 * np.abs(exact[-1]))  # power: a 10 % error in the rate shows
     step = exact[1] - exact[0]
     np.testing.assert_allclose(2 * step, theory.lyapunov_exponents(dim=d, n_syn=n_syn, lam=lam), rtol=1e-5)
     k = np.arange(1, d + 1)
@@ -149,7 +134,7 @@ def test_factored_log_det_is_exact_in_float32():
 def test_factored_log_det_far_below_float32_range():
     """2000 generations at λ = 0.5 (Σ_t ~ 10⁻³⁰⁰ I): E log det Σ_t still within 4 se of its closed form."""
     d, n, lam, gens, chains = 3, 6, 0.5, 2000, 400
-    x = _log_diag_chains(jax.random.key(3), dim=d, n_ini=n, n_syn=n, lam=lam, chains=chains, generations=gens)
+    x = log_diag_chains(jax.random.key(3), dim=d, n_ini=n, n_syn=n, lam=lam, chains=chains, generations=gens)
     logdet = 2 * x[:, -1].sum(-1)
     exact = float(theory.fully_synthetic_logdet(gens, dim=d, n_ini=n, n_syn=n, lam=lam))
     sd = float(np.sqrt(theory.fully_synthetic_logdet_var(gens, dim=d, n_ini=n, n_syn=n)))
@@ -215,3 +200,22 @@ def test_no_closed_form_for_memory_and_accumulation():
     assert theory.loop_moments("fresh", 4, dim=2, n_ini=5, n_real=3, n_syn=3, lam=1.0, memory=2) == {}
     assert theory.loop_moments("fully-synthetic", 4, dim=2, n_ini=5, n_real=0, n_syn=3, lam=1.0,
                                accumulate=True) == {}
+
+
+def test_moment_figures_smoke(tmp_path):
+    """Both theory figures run, store mean, se and theory per λ, and redraw from the saved data."""
+    import xarray as xr
+
+    from madjax.figures import plot, reproduce
+
+    reproduce(["moments-synthetic", "moments-fresh"], preset="smoke", out=str(tmp_path), progress=False)
+    syn = xr.load_dataset(tmp_path / "moments-synthetic.nc")
+    for name in ("cov_trace", "mean_sq_norm", "cov_logdet", "w2_sq"):
+        assert {name, f"{name}_se", f"{name}_theory"} <= set(syn.data_vars)
+    assert syn.lam.size == 3 and syn.rate.dims == ("lam", "generation", "k")
+    fresh = xr.load_dataset(tmp_path / "moments-fresh.nc")
+    assert list(fresh.loop.values) == ["fresh", "synthetic-augmentation"]
+    assert "cov_trace_limit" in fresh and fresh.attrs["schema_version"]
+    for fig in ("moments-synthetic", "moments-fresh"):
+        (tmp_path / f"{fig}.png").unlink()
+        assert plot(fig, str(tmp_path))[0].endswith(f"{fig}.png") and (tmp_path / f"{fig}.png").exists()

@@ -53,6 +53,8 @@ _MODULES = {
     "fig14": "madjax.figures.ddpm",
     "fig28": "madjax.figures.ddpm",
     "fig29": "madjax.figures.ddpm",
+    "moments-synthetic": "madjax.figures.theory",
+    "moments-fresh": "madjax.figures.theory",
 }
 FIGURE_IDS = tuple(_MODULES)
 
