@@ -16,6 +16,14 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MADJAX_REPO", str(pathlib.Path(__file__).parent.parent))
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    streams = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o["output_type"] == "stream")
+    assert "IProgress" not in streams and "Warning" not in streams, streams  # reads clean: no widget or other warnings
+
+
+def test_notebooks_are_stored_without_outputs():
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
 
 
 def test_there_are_notebooks():
