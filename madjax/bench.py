@@ -217,26 +217,29 @@ def check_bench_resources(*, dims, n_real, n_syns, chains_list, generations, dty
                              allow_large=allow_large)
 
 
-def bench_cli(args) -> dict:
-    check_choice("what", args.what, ("chains",))
-    dims = [check_int("dim", d, minimum=1) for d in args.dim]
-    n_syns = [check_int("n_syn", n, minimum=0) for n in args.n_syn]
-    chains_list = [check_int("chains", c, minimum=1) for c in args.chains]
-    n_real = check_int("n_real", args.n_real, minimum=0)
+def bench_cli(*, what: str, dim: list, n_real: int, n_syn: list, chains: list, lam: float, loop: str,
+              generations: int, dtype: str, naive_chains: int, factor: list, w2_every: list, json_out: bool,
+              allow_large: bool) -> dict:
+    """``madjax bench chains``: validate, time, print a table (or one JSON object); returns the result."""
+    check_choice("what", what, ("chains",))
+    dims = [check_int("dim", d, minimum=1) for d in dim]
+    n_syns = [check_int("n_syn", n, minimum=0) for n in n_syn]
+    chains_list = [check_int("chains", c, minimum=1) for c in chains]
+    n_real = check_int("n_real", n_real, minimum=0)
     if n_real + min(n_syns) < 2:
         raise ParameterError("n_syn", "a training set needs at least 2 points")
-    lam = check_lam(args.lam)
-    check_choice("loop", args.loop, ("fresh",))
-    generations = check_int("generations", args.generations, minimum=1)
-    dtype = check_dtype("float64" if args.x64 else args.dtype)
-    naive = check_int("naive_chains", args.naive_chains, minimum=0)
-    factors = [check_choice("factor", f, ("auto",) + FACTORS) for f in args.factor]
-    every = [check_int("w2_every", k, minimum=1) for k in args.w2_every]
+    lam = check_lam(lam)
+    check_choice("loop", loop, ("fresh",))
+    generations = check_int("generations", generations, minimum=1)
+    dtype = check_dtype(dtype)
+    naive = check_int("naive_chains", naive_chains, minimum=0)
+    factors = [check_choice("factor", f, ("auto",) + FACTORS) for f in factor]
+    every = [check_int("w2_every", k, minimum=1) for k in w2_every]
     check_bench_resources(dims=dims, n_real=n_real, n_syns=n_syns, chains_list=chains_list, generations=generations,
                           dtype=dtype, naive_chains=naive, runs=len(factors) * len(every),
-                          allow_large=args.allow_large)
+                          allow_large=allow_large)
     rows = bench_rows(dims=dims, n_real=n_real, n_syns=n_syns, lam=lam, chains_list=chains_list,
                       generations=generations, dtype=dtype, naive_chains=naive, factors=factors, w2_every=every)
     result = {"rows": rows, "machine": machine()}
-    print(json.dumps(result) if args.json else format_table(rows))
+    print(json.dumps(result) if json_out else format_table(rows))
     return result

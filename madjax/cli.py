@@ -322,9 +322,11 @@ def _cmd_effective_size(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from madjax.sweeps import sweep_cli
+    from madjax.sweeps import SWEEP_PARAMS, sweep_cli
 
-    sweep_cli(args)
+    sweep_cli(values={k: getattr(args, k) for k in SWEEP_PARAMS if k != "n_ini"}, grid_file=args.grid,
+              out=args.out, name=args.name, loop=args.loop, dim=args.dim, chains=args.chains, seed=args.seed,
+              dtype="float64" if args.x64 else "float32", progress=not args.quiet, allow_large=args.allow_large)
     return 0
 
 
@@ -359,7 +361,10 @@ def _cmd_train(args) -> int:
 def _cmd_bench(args) -> int:
     from madjax.bench import bench_cli
 
-    bench_cli(args)
+    bench_cli(what=args.what, dim=args.dim, n_real=args.n_real, n_syn=args.n_syn, chains=args.chains, lam=args.lam,
+              loop=args.loop, generations=args.generations, dtype="float64" if args.x64 else args.dtype,
+              naive_chains=args.naive_chains, factor=args.factor, w2_every=args.w2_every, json_out=args.json,
+              allow_large=args.allow_large)
     return 0
 
 

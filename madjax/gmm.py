@@ -80,6 +80,7 @@ from madjax.validation import (
     check_dtype,
     check_int,
     check_lam,
+    check_seed,
     resolve_loop_sizes,
 )
 
@@ -567,7 +568,7 @@ def _validate(*, loop, n_ini, n_real, n_syn, lam, generations, chains, seed, dty
     lam = check_lam(lam)
     generations = check_int("generations", generations, minimum=1)
     chains = check_int("chains", chains, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     dtype = check_dtype(dtype)
     memory = check_int("memory", memory, minimum=1)
     if accumulate:

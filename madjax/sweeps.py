@@ -326,12 +326,14 @@ def _read_grid_file(path: str) -> dict:
     return {k: v if isinstance(v, list) else [v] for k, v in grid.items()}
 
 
-def sweep_cli(args) -> xr.Dataset:
-    """``madjax sweep``: lists with one value are fixed, longer lists are swept."""
-    if args.grid is not None:
-        values = _read_grid_file(args.grid)
+def sweep_cli(*, values: dict, grid_file: str | None, out: str, name: str, loop: str, dim: int, chains: int,
+              seed: int, dtype: str, progress: bool, allow_large: bool) -> xr.Dataset:
+    """``madjax sweep``: ``values`` (a list per parameter, None where not given) or a JSON ``grid_file``;
+    lists with one value are fixed, longer lists are swept. Prints the exported file unless quiet."""
+    if grid_file is not None:
+        values = _read_grid_file(grid_file)
     else:
-        values = {k: getattr(args, k) for k in SWEEP_PARAMS if k != "n_ini" and getattr(args, k) is not None}
+        values = {k: v for k, v in values.items() if v is not None}
     grid = {k: v for k, v in values.items() if len(v) > 1}
     fixed = {k: v[0] for k, v in values.items() if len(v) == 1}
     if not grid:  # a single cell is a grid of one
@@ -339,9 +341,8 @@ def sweep_cli(args) -> xr.Dataset:
         if first is None:
             raise ParameterError("n_real", "no grid given")
         grid = {first: [fixed.pop(first)]}
-    ds = run_effective_sweep(args.out, args.name, loop=args.loop, dim=args.dim, grid=grid, fixed=fixed,
-                             chains=args.chains, seed=args.seed, dtype="float64" if args.x64 else "float32",
-                             progress=not args.quiet, allow_large=args.allow_large)
-    if not args.quiet:
-        print(os.path.join(args.out, f"{args.name}.nc"))
+    ds = run_effective_sweep(out, name, loop=loop, dim=dim, grid=grid, fixed=fixed, chains=chains, seed=seed,
+                             dtype=dtype, progress=progress, allow_large=allow_large)
+    if progress:
+        print(os.path.join(out, f"{name}.nc"))
     return ds

@@ -48,7 +48,7 @@ from madjax.io import read_json, read_npz
 from madjax.deep.runner import GLOW_PRESETS, glow_evaluate, loop_sizes
 from madjax.figures import PRESETS, Figure
 from madjax.figures.style import caption, finish, save, setting
-from madjax.validation import ParameterError, check_choice, check_int, check_lam
+from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_seed
 
 NAME = "fig15"
 # Entropy of the Rosenbrock law, −E log p = ½log(2π) + ½ + ½log π + ½ nats
@@ -112,7 +112,7 @@ def _lam_dir(out_dir: str, lam: float) -> str:
 
 def run(config: Fig15Config, out_dir: str, *, seed: int = 0, progress: bool = True) -> None:
     """Run (or resume) the fully synthetic loop for every λ and write ``DIR/fig15.csv``."""
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     for lam in config.lams:  # validate every λ's directory before the first starts
         check_resumable(_lam_dir(out_dir, lam), config.record(lam, seed))
     source = get_source("rosenbrock")

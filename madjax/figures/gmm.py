@@ -44,7 +44,7 @@ from madjax._progress import log
 from madjax.figures import PRESETS, Figure
 from madjax.figures.style import caption, finish, save, setting
 from madjax.io import READ_ERRORS, atomic_path, check_schema, open_checked, read_json
-from madjax.validation import ParameterError, check_choice, check_int, check_lam
+from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_seed
 
 NAME = "fig11_12"
 
@@ -131,7 +131,7 @@ def _simulate(config: GMMFigureConfig, *, seed: int, chains: int, first_chain: i
 
 def run(config: GMMFigureConfig, out_dir: str, *, seed: int = 0, progress: bool = True) -> None:
     """Run (or resume, or reuse) the simulation and write ``DIR/fig11_12.nc``."""
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     record = config.record(seed)
     _check_resumable(out_dir, record)
     combined = _combined(out_dir)

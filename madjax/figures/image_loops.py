@@ -45,7 +45,7 @@ from madjax.io import read_json, read_npz
 from madjax.deep.runner import MODELS, check_real_sizes, image_evaluation
 from madjax.figures import PRESETS
 from madjax.figures.style import caption, finish, save, setting
-from madjax.validation import ParameterError, check_choice, check_int, check_lam
+from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_seed
 
 # Image size of each data set, known without reading any file (dry runs).
 DATA_SHAPES = {"digits": (8, 8), "mnist": MNIST_SHAPE}
@@ -152,7 +152,7 @@ def run_figure(config: ImageLoopConfig, out_dir: str, *, seed: int = 0, progress
     Validation first (run directories, data files, real sizes), then the
     LeNet (trained once and cached), then the runs one after the other.
     """
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     for run in config.runs:
         check_resumable(run.directory(out_dir), config.record(run, seed))
     source = get_source(config.data, config.data_dir)
