@@ -45,6 +45,7 @@ from madjax.figures import PRESETS, Figure
 from madjax.figures.style import caption, finish, save, setting
 from madjax.io import READ_ERRORS, atomic_path, check_schema, open_checked, read_json
 from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_seed
+from madjax.walltime import calibrate, estimate
 
 NAME = "fig11_12"
 
@@ -181,19 +182,18 @@ def _saved_attrs(path: str) -> dict | None:
 
 
 def dry_run(config: GMMFigureConfig) -> str:
-    """Validate, report shapes and a memory estimate, and compile (and run) one generation of one chain."""
+    """Validate, report shapes and a memory estimate, and compile and time one generation of a batch of
+    chains: the wall time estimated on this machine (:mod:`madjax.walltime`)."""
     import jax
     import jax.numpy as jnp
 
     from madjax import gmm as G
 
     cfg = G.LoopConfig(loop="fully-synthetic", n_ini=config.n, n_real=0, n_syn=config.n, n_eval=config.n_eval)
-    keys = G._chain_keys(jax.random.key(0), jnp.arange(1, dtype=jnp.uint32))
-    start = time.perf_counter()
+    keys = G._chain_keys(jax.random.key(0), jnp.arange(config.batch, dtype=jnp.uint32))
     state = G._init_chains(keys, cfg)
-    out = G._segment_chains(keys, state, jnp.asarray(1, jnp.int32), jnp.asarray(config.lam, jnp.float32), cfg, 1)
-    jax.block_until_ready(out)
-    seconds = time.perf_counter() - start
+    cal = calibrate(lambda: G._segment_chains(keys, state, jnp.asarray(1, jnp.int32),
+                                              jnp.asarray(config.lam, jnp.float32), cfg, 1), config.batch)
     k = cfg.model.n_components
     # per chain: data + EM's (K, n) work arrays (~10) + the ring buffer + the records (T x params + diagnostics)
     per_chain = (2 * config.n + 10 * k * config.n + 7 * k + config.generations * (7 * k + 8)) * 4
@@ -202,7 +202,8 @@ def dry_run(config: GMMFigureConfig) -> str:
     return (f"fully synthetic, λ = {config.lam:g}, n = {config.n} per generation, T = {config.generations}, "
             f"{config.chains} chains in batches of {config.batch}, n_eval = {config.n_eval}, "
             f"snapshots {config.snapshots}; {config.chains * config.generations} chain-generations; "
-            f"≈ {memory_mb:.0f} MiB per batch; one generation compiled and run in {seconds:.1f} s")
+            f"≈ {memory_mb:.0f} MiB per batch; one generation compiled and run; "
+            f"{estimate(config.chains * config.generations, 2, cal)}")
 
 
 # ----------------------------------------------------------------------------- plots
