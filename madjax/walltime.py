@@ -1,7 +1,7 @@
 """Wall-time estimates for ``--dry-run``, from a short calibration run on this machine.
 
 A figure's work is counted in chain-generations (one chain advanced by one
-generation). :func:`calibrate` times the compiled function the run will use
+generation), or in training steps for the deep loops. :func:`calibrate` times the compiled function the run will use
 on a small batch, twice: the first call compiles and runs, the second only
 runs, which gives this machine's rate (chain-generations per second) and
 the cost of one compilation. :func:`estimate` scales them to the figure's
@@ -45,9 +45,9 @@ def calibrate(run: Callable[[], object], work: int, min_seconds: float = 0.25) -
                        seconds=first + second + per_call * calls)
 
 
-def estimate(work: float, compilations: int, cal: Calibration) -> str:
-    """``~3m10s on this machine (...)``: the wall time of ``work`` chain-generations and ``compilations``."""
+def estimate(work: float, compilations: int, cal: Calibration, unit: str = "chain-generations") -> str:
+    """``~3m10s on this machine (...)``: the wall time of ``work`` units and ``compilations``."""
     seconds = work / cal.rate + compilations * cal.compile_s
     return (f"estimated wall time ~{format_duration(seconds)} on this machine (from a {cal.seconds:.1f} s "
-            f"calibration run: {cal.rate:.3g} chain-generations/s, {cal.compile_s:.1f} s per compilation x "
+            f"calibration run: {cal.rate:.3g} {unit}/s, {cal.compile_s:.1f} s per compilation x "
             f"{compilations})")
