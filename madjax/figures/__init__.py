@@ -21,6 +21,7 @@ import os
 from typing import Any, Callable, NamedTuple
 
 from madjax.io import READ_ERRORS
+from madjax._progress import log
 from madjax.validation import ParameterError, check_choice, check_seed, check_writable
 
 PRESETS = ("smoke", "quick", "paper")
@@ -93,7 +94,9 @@ def reproduce(figures, *, preset: str = "quick", out: str, dry_run: bool = False
             print(f"{fig.name} [{preset}]: {fig.dry_run(config)}")
             continue
         os.makedirs(out, exist_ok=True)
+        log.info("%s [%s]: running into %s", fig.name, preset, out)
         fig.run(config, out, seed=seed, progress=progress)
+        log.info("%s: drawing", fig.name)
         for path in fig.plot(out):
             if progress:
                 print(path)
