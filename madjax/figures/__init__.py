@@ -20,8 +20,8 @@ import importlib
 import os
 from typing import Any, Callable, NamedTuple
 
-from madjax.io import READ_ERRORS
 from madjax._progress import log
+from madjax.io import READ_ERRORS
 from madjax.validation import ParameterError, check_choice, check_seed, check_writable
 
 PRESETS = ("smoke", "quick", "paper")
