@@ -39,8 +39,7 @@ TRAIN_GENERATION_MIN_S = 0.1  # a deep generation fits a network and samples fro
 RECORD_FIELDS = 8  # per-(chain, generation) values the loop records
 HOST_COPIES = 3  # device result, host copy, the Dataset being written
 # "Typical" size of each option: the option most times its typical size is named as the cause.
-_TYPICAL = {"chains": 1e4, "generations": 1e4, "dim": 1e3, "memory": 1e2, "n_ini": 1e7, "n_real": 1e7,
-            "n_syn": 1e7, "n_total": 1e7, "grid": 1e4}
+_TYPICAL = {"chains": 1e4, "generations": 1e4, "dim": 1e3, "memory": 1e2, "n_ini": 1e7, "n_real": 1e7, "n_syn": 1e7}
 
 
 def memory_limit() -> int:
