@@ -216,11 +216,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     plus ``suffix``, e.g. ``".npz"`` for writers that insist on an
     extension); nothing is created under it before the caller writes, so the
     result gets the permissions the umask gives. On any exception (or kill)
-    ``path`` is untouched and the temporary is removed (a kill -9 leaves a
-    hidden leftover that :func:`remove_stale` clears).
+    ``path`` is untouched and the temporary is removed; the hidden leftover
+    of a kill -9 is cleared by the next write of ``path`` (:func:`remove_stale`).
     """
     path = os.fspath(path)
     directory, base = os.path.split(os.path.abspath(path))
+    remove_stale(path)
     tmp = os.path.join(directory, f".{base}.{os.getpid()}-{secrets.token_hex(4)}.part{suffix}")
     try:
         yield tmp
@@ -327,7 +328,6 @@ def create_store(path: str, ds: xr.Dataset, encoding: dict) -> None:
     instead of meeting half a store. Every chunk is written, even one that
     holds only the fill value, so that a missing chunk always means damage.
     """
-    remove_stale(path)
     with atomic_path(path) as tmp:
         ds.to_zarr(tmp, mode="w-", encoding=encoding, consolidated=False, write_empty_chunks=True)
 

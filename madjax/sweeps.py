@@ -157,11 +157,15 @@ class CellStore:
         shapes = {name: self.shape + tuple(extra_shape)
                   for name, (_, extra_shape, *_rest) in {**self.outputs, "done": ((), (), np.int8, 0)}.items()}
         problem = store_problem(self.path, shapes)
-        if problem is None:
+        try:
             stored = store_attrs(self.path)
+        except Exception:  # noqa: BLE001 - unreadable metadata: judged by its structure below
+            stored = None
+        if stored is not None and (problem is None or "config" in stored):  # another sweep is never touched
             check_schema(self.path, stored)
             if stored.get("config") != attrs["config"]:
                 raise ParameterError("out", f"{self.path} holds a different sweep; choose another --out or --name")
+        if problem is None:
             return
         if not os.path.isdir(self.path) or self._any_done() or not self._looks_like_zarr():
             raise ParameterError("out", f"{self.path}: damaged store ({problem}); move it away to start again")

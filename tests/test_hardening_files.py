@@ -577,3 +577,25 @@ sys.exit(main(ARGS))
     assert not (out / "sweep.zarr").exists() and [p for p in os.listdir(out) if "sweep.zarr" in p] != []
     assert main(args) == 0
     assert sorted(os.listdir(out)) == ["sweep.nc", "sweep.zarr"]  # the dead creation's leftover is cleared
+
+
+def test_a_store_of_another_grid_is_named_a_different_sweep(finished_sweep, tmp_path, capsys):
+    from madjax.cli import main
+
+    src, _ = finished_sweep
+    (tmp_path / "o").mkdir()
+    shutil.copytree(src / "s.zarr", tmp_path / "o" / "sweep.zarr")
+    args = ["sweep", "--loop", "fresh", "--dim", "2", "--n-real", "4,8,16", "--n-syn", "2,16", "--lam", "0.8",
+            "--chains", "16", "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds a different sweep" in err and err.count("\n") == 1
+
+
+def test_plot_of_user_sweeps_names_a_damaged_file(tmp_path, capsys):
+    from madjax.cli import main
+
+    (tmp_path / "mine.nc").write_bytes(b"CDF\x01 garbage")
+    assert main(["plot", "--from", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("madjax: error: --from: ") and str(tmp_path / "mine.nc") in err and err.count("\n") == 1
