@@ -177,7 +177,7 @@ GOOD = ["train", "glow", "--loop", "fully-synthetic", "--generations", "2", "--d
     ({"--lam": "0"}, "--lam"),
     ({"glow": "wgan"}, "--data"),  # image models on 2-D points
     ({"glow": "ddpm"}, "--data"),
-    ({"glow": "vae"}, "--model"),
+    ({"glow": "vae"}, "MODEL"),  # the positional argument, named as the usage line names it
     ({"--loop": "cyclic"}, "--loop"),
     ({"--data": "mnist"}, "--data"),
     ({"--data": "cifar"}, "--data"),
