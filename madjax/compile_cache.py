@@ -14,7 +14,7 @@ at start-up (:func:`configure`); ``import madjax`` leaves JAX as it is.
   keeps only those over 1 s and so misses madjax's many sub-second kernels:
   the rerun above took 13.6 s with a 0.2 s threshold, 8.6 s with none
   (31 s without the cache; a loaded 2-core machine). The command stores
-  18 entries, about 0.5 MB.
+  9 entries, about 0.5 MB.
 * How much: at most :data:`MAX_BYTES`; JAX evicts the least recently used
   entries beyond it.
 * Two processes sharing it: JAX 0.10 writes an entry in place (no temporary
@@ -22,7 +22,8 @@ at start-up (:func:`configure`); ``import madjax`` leaves JAX as it is.
   makes JAX take a file lock (``filelock``) around every read and write of
   the directory, which serialises them: no process reads an entry another
   is still writing. (Had it happened, JAX would warn and recompile: a cache
-  error never stops a run.)
+  error never stops a run.) Measured: two processes started together on an
+  empty cache ran without a warning and printed identical results.
 """
 
 from __future__ import annotations
