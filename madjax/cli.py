@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_talk(output)
 
     # bench -------------------------------------------------------------------------
-    p = _command(sub, "bench", help="benchmarks", positionals={"what": "WHAT"},
+    p = _command(sub, "bench", help="time the exact engine's chain throughput", positionals={"what": "WHAT"},
                  description="Chain throughput of the exact engine against a naive NumPy loop and the "
                              "eigvalsh + Cholesky floor, on the same shapes; prints a table (or --json).")
     p.add_argument("what", metavar="WHAT", choices=("chains",), help="what to time: chains")
