@@ -238,7 +238,8 @@ def run(cfg: PhaseConfig, out: str, *, seed: int = 0, progress: bool = True) -> 
 
 def _threshold_work(cfg: PhaseConfig) -> tuple[int, float, int]:
     """Roots, chain-generations and compilations of :func:`_run_threshold`: both stages run at the
-    coarse grid's horizon, which depends on n_r only, so each n_r compiles twice (λ is traced)."""
+    coarse grid's horizon; the refinement's batch depends on where the bracket falls, so every root
+    compiles twice (the coarse stage, the refinement)."""
     (_, grid, _), = cfg.sweeps
     roots = sum(lam < 1.0 for lam in grid["lam"]) * len(grid["n_real"])
     work = 0.0
@@ -246,7 +247,7 @@ def _threshold_work(cfg: PhaseConfig) -> tuple[int, float, int]:
         n_syn = threshold_grid(n_real, cfg.threshold_ratio_max, THRESHOLD_POINTS)
         T = max(horizon(burn_in(n_real, int(s))) for s in n_syn)
         work += (len(n_syn) + THRESHOLD_POINTS) * cfg.chains * T
-    return roots, work * roots / max(len(grid["n_real"]), 1), 2 * len(grid["n_real"])
+    return roots, work * roots / max(len(grid["n_real"]), 1), 2 * roots
 
 
 def _calibration(cfg: PhaseConfig, cell: dict, slots: int) -> Calibration:
