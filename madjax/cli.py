@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--out", required=True, help="output NetCDF file (RUN.nc)")
     output.add_argument("--w2-every", type=int, default=1,
                         help="record w2 and cov_logdet every k-th generation only (NaN between)")
+    output.add_argument("--theory", action="store_true",
+                        help="print, per variable with a closed form (madjax.theory), the largest per-generation "
+                             "|z| of the chains' mean against it")
     _add_talk(output)
 
     # effective-size ---------------------------------------------------------------
@@ -290,9 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_simulate(args) -> int:
-    from madjax.simulate import simulate_to_file
+    from madjax.simulate import simulate_to_file, theory_table
 
-    simulate_to_file(
+    ds = simulate_to_file(
         args.out, model=args.model, loop=args.loop, dim=args.dim, n_ini=args.n_ini, n_real=args.n_real,
         n_syn=args.n_syn, lam=args.lam, generations=args.generations, chains=args.chains,
         memory=args.memory, accumulate=args.accumulate, real_fraction=args.real_fraction,
@@ -300,6 +303,8 @@ def _cmd_simulate(args) -> int:
         seed=args.seed, factor=args.factor, w2_every=args.w2_every, chunk=args.chunk, progress=not args.quiet,
         allow_large=args.allow_large,
     )
+    if args.theory:
+        print(theory_table(ds))
     return 0
 
 

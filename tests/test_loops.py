@@ -104,6 +104,16 @@ def test_float32_collapse_is_reported_not_a_crash():
         assert not np.isnan(ds.w2).any()
 
 
+def test_lost_precision_is_one_warning_line_even_when_quiet(tmp_path, capsys):
+    from madjax.cli import main
+
+    argv = ["simulate", "--loop", "fully-synthetic", "--dim", "2", "--n-ini", "5", "--n-syn", "5", "--lam", "0.05",
+            "--generations", "40", "--chains", "4", "--factor", "eigh", "--quiet", "--out", str(tmp_path / "x.nc")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("madjax: warning: cov_logdet:") and "--x64" in err[0]
+
+
 # --------------------------------------------------------------------------- one grid for the fresh spec
 
 # One compiled function per engine serves every cell below (sizes, λ, K and p are

@@ -219,3 +219,22 @@ def test_moment_figures_smoke(tmp_path):
     for fig in ("moments-synthetic", "moments-fresh"):
         (tmp_path / f"{fig}.png").unlink()
         assert plot(fig, str(tmp_path))[0].endswith(f"{fig}.png") and (tmp_path / f"{fig}.png").exists()
+
+
+def test_simulate_theory_table_from_the_command_line(tmp_path, capsys):
+    """``madjax simulate --theory`` stores <name>_theory and prints max |z| per variable (sizes as above)."""
+    import xarray as xr
+
+    from madjax.cli import main
+
+    out = tmp_path / "run.nc"
+    assert main(["simulate", "--model", "gaussian", "--loop", "fully-synthetic", "--dim", "3", "--n-ini", "12",
+                 "--n-syn", "9", "--lam", "0.7", "--generations", str(T), "--chains", str(CHAINS), "--seed", "5",
+                 "--out", str(out), "--theory", "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:3] == ["variable", "max", "|z|"]
+    rows = {line.split()[0]: float(line.split()[1]) for line in lines[1:]}
+    assert set(rows) == {"cov_trace", "mean_sq_norm", "cov_logdet"}
+    assert max(rows.values()) < zcrit(m=3 * T)
+    ds = xr.load_dataset(out)
+    assert ds.cov_trace_theory.dims == ("generation",) and ds.cov_logdet_status.attrs["flag_meanings"]
