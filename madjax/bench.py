@@ -36,6 +36,8 @@ from madjax.loops import LoopParams, LoopSpec, choose_factor, run_chains_jit
 from madjax.resources import (
     FLOP_S,
     HOST_COPIES,
+    NUMPY_GENERATION_S,
+    cause,
     chain_bytes,
     chain_generation_seconds,
     check_budget,
@@ -211,9 +213,11 @@ def check_bench_resources(*, dims, n_real, n_syns, chains_list, generations, dty
                                 what=f"bench rows of {chains} chains x {generations} generations at d = {dim}",
                                 allow_large=allow_large)
                 points = n_real + n_syn
-                check_budget("n_syn", what=f"the naive NumPy loop at n_r + n_s = {points}, d = {dim}",
+                check_budget(cause(n_syn=points, naive_chains=naive_chains),
+                             what=f"the naive NumPy loop: {naive_chains} chains at n_r + n_s = {points}, d = {dim}",
                              nbytes=points * dim * 8 * HOST_COPIES,
-                             seconds=naive_chains * NAIVE_GENERATIONS * points * dim * dim * FLOP_S,
+                             seconds=naive_chains * NAIVE_GENERATIONS * max(NUMPY_GENERATION_S,
+                                                                            points * dim * dim * FLOP_S),
                              allow_large=allow_large)
 
 

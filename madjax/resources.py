@@ -34,12 +34,14 @@ STEP_S = 1e-4  # latency of one scan step (one generation), whatever the batch: 
 FLOP_S = 1e-11  # seconds per multiply-add: 100 GFLOP/s
 CHAIN_GENERATION_MIN_S = 5e-7  # 2·10⁶ chain-generations per second at best (6·10⁴ measured on 2 CPU cores)
 COMPILE_SLOT_S = 0.02  # compile seconds per ring-buffer slot (unrolled sampling groups)
+NUMPY_GENERATION_S = 1e-5  # one chain-generation of a Python/NumPy loop: ~10 NumPy calls of >= 1 µs
 CELL_S = 5e-3  # a sweep writes each cell to its store: 5 ms at the very least
 TRAIN_GENERATION_MIN_S = 0.1  # a deep generation fits a network and samples from it: 0.1 s at the very best
 RECORD_FIELDS = 8  # per-(chain, generation) values the loop records
 HOST_COPIES = 3  # device result, host copy, the Dataset being written
 # "Typical" size of each option: the option most times its typical size is named as the cause.
-_TYPICAL = {"chains": 1e4, "generations": 1e4, "dim": 1e3, "memory": 1e2, "n_ini": 1e7, "n_real": 1e7, "n_syn": 1e7}
+_TYPICAL = {"chains": 1e4, "generations": 1e4, "dim": 1e3, "memory": 1e2, "n_ini": 1e7, "n_real": 1e7, "n_syn": 1e7,
+            "naive_chains": 1e2}
 
 
 def memory_limit() -> int:

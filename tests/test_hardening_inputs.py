@@ -160,6 +160,7 @@ def test_python_api_names_the_overflowing_size():
     (_set(TRAIN, "--generations", str(10**9)), "--generations"),
     (_set(BENCH, "--chains", str(10**9)), "--chains"),
     (_set(BENCH, "--n-syn", str(10**9)), "--n-syn"),
+    (_set(_set(BENCH, "--dim", "100"), "--naive-chains", str(10**9)), "--naive-chains"),
 ])
 def test_absurd_requests_are_refused_with_the_estimate_and_the_override(tmp_path, capsys, argv, option):
     err = _refused(capsys, tmp_path, argv, option)
