@@ -46,10 +46,12 @@ eigenvalues of Σ. Two factorisations provide them (``factor``):
   lower-triangular matrices is the product of their diagonals). So
   ``log det Σ_t = 2 Σ_k log (L_t)_kk`` is exact in float32 for any
   conditioning and any overall scale, no Cholesky or eigen-solve is needed per
-  generation, and W2 comes from the singular values of ``root``.
+  generation; W2 comes from the eigenvalues of ``root rootᵀ``.
 
 **Accuracy of the diagnostics** (float32 and float64 alike, ``eps`` the
-working precision): ``w2`` to ``d·eps·max sqrt(e)`` absolute, ``cov_trace`` and
+working precision): ``w2²`` to about ``d·sqrt(d·eps·max e)`` absolute (each
+eigenvalue is known to ``d·eps·max e``, so its square root to the square root
+of that), ``cov_trace`` and
 ``mean_sq_norm`` to a few ``eps`` relative (or absolutely below the smallest
 normal number), ``cov_logdet`` to **0.05 nats**. The factored route meets that
 by construction. The pooled routes (``eigh``, ``cholesky``) compute log det
@@ -628,8 +630,8 @@ def add_spectrum(moments: Diagnostics, params, factor: str = "eigh") -> Diagnost
       params: the fitted model.
       factor: how ``params`` was fitted (static): ``"eigh"`` fits carry their
         eigenvalues, ``"cholesky"`` fits have them computed here
-        (:func:`symmetric_eigvals`), ``"factored"`` fits give their singular
-        values and an exact log det (:func:`gaussian_factored`).
+        (:func:`symmetric_eigvals`), ``"factored"`` fits have those of
+        ``root rootᵀ`` computed here and an exact log det (:func:`gaussian_factored`).
     """
     if factor == "factored":
         return _add_factored_spectrum(moments, params)
@@ -656,11 +658,19 @@ def add_spectrum(moments: Diagnostics, params, factor: str = "eigh") -> Diagnost
 
 
 def _add_factored_spectrum(moments: Diagnostics, params: FactoredGaussian) -> Diagnostics:
-    """W2 from the singular values of ``root``; log det exact from the summed log-diagonal."""
+    """W2 from the eigenvalues of ``root rootᵀ`` (scaled by ``exp(2 log_scale)``); log det exact
+    from the summed log-diagonal.
+
+    The eigenvalues come from the tridiagonal reduction and bisection of
+    :func:`symmetric_eigvals` (one LAPACK call per generation; an SVD of the
+    triangle would be as accurate for W2 but measured ~6× slower at d = 100 on
+    a CPU). ``root`` has entries ≤ 1, so ``root rootᵀ`` neither overflows nor
+    underflows as a whole.
+    """
     dim = params.mean.shape[-1]
-    sv = jnp.linalg.svd(params.root, compute_uv=False)[::-1]  # ascending
-    sv = _zero_null_space(sv, params.rank) * jnp.exp(params.log_scale)
-    w2 = jnp.sqrt(moments.mean_sq_norm + jnp.sum((sv - 1.0) ** 2))
+    e = symmetric_eigvals(params.root @ params.root.T, jnp.int32(0))
+    e = jnp.maximum(_zero_null_space(e, params.rank), 0.0) * jnp.exp(2.0 * params.log_scale)
+    w2 = jnp.sqrt(moments.mean_sq_norm + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
     logdet = jnp.where(params.rank >= dim, 2.0 * jnp.sum(params.log_diag), -jnp.inf)
     return moments._replace(w2=w2, cov_logdet=logdet.astype(params.mean.dtype))
 
