@@ -53,6 +53,8 @@ from madjax.gaussian import (
 from madjax.validation import ParameterError, check_choice, check_int
 
 LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
+FACTORED_ONLY = ("factored needs the fully-synthetic loop with memory 1, no accumulate and the exact engine "
+                 "(other loops pool real and synthetic data); use eigh, cholesky or auto")
 ENGINES = ("exact", "sampled")
 
 
@@ -105,8 +107,7 @@ class LoopSpec:
             check_int("max_points", self.max_points, minimum=2)
         if self.factor == "factored" and not factored_loop(self.kind, memory=self.memory,
                                                           accumulate=self.accumulate, engine=self.engine):
-            raise ParameterError("factor", "factored needs the fully-synthetic loop with memory 1, no accumulate "
-                                           "and the exact engine (other loops pool real and synthetic data)")
+            raise ParameterError("factor", FACTORED_ONLY)
 
     def engine_model(self) -> GaussianEngine:
         if self.factor == "factored":

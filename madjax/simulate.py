@@ -20,6 +20,7 @@ import xarray as xr
 from madjax.gaussian import FACTORS
 from madjax.io import atomic_path, describe, provenance
 from madjax.loops import (
+    FACTORED_ONLY,
     LOOPS,
     LoopParams,
     LoopSpec,
@@ -153,8 +154,7 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
         if factor == "auto":
             factor = best
         elif factor == "factored" and best != "factored":
-            raise ParameterError("factor", "factored needs the fully-synthetic loop with memory 1, no accumulate "
-                                           "and the exact engine; use eigh, cholesky or auto")
+            raise ParameterError("factor", FACTORED_ONLY)
         elif factor == "cholesky" and not full_rank(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn):
             raise ParameterError("factor", f"cholesky needs every training set to hold at least d + 1 = {dim + 1} "
                                            "points (a singular covariance has no Cholesky factor); use eigh or auto")
