@@ -60,7 +60,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's default after its help (``(default: 256)``), except where there is none to state."""
 
     def _get_help_string(self, action):
-        if not action.option_strings or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+        # no "(default: …)" for positionals, flags and counters (-v: nargs 0), or options without a default
+        if (not action.option_strings or action.nargs == 0
+                or any(action.default is v for v in (None, False, argparse.SUPPRESS))):
             return action.help
         return super()._get_help_string(action)
 
