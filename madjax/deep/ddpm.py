@@ -839,7 +839,8 @@ def ode_sample(x_T: Array, eps_fn: Callable[[Array, Array], Array], sched: Sched
       eps_fn: ``eps_fn(x, t)`` -> ε̃ ``(n, H, W)`` with float network time t
         ``(n,)`` (labels and guidance closed over).
       sched: the discrete schedule the continuous one interpolates.
-      rtol, atol: tolerances of the adaptive Tsit5 solve (PID step control).
+      rtol, atol: tolerances of the adaptive Tsit5 solve (PID step control,
+        stepping onto each of the schedule's T − 1 kinks, so at least T steps).
       steps: if given, a fixed-step Heun solve with this many steps instead.
       max_steps: cap on the adaptive solver's steps.
       denoise: finish with x̂₀ = (x − √(1−ᾱ_1) ε̃)/√ᾱ_1 (True), or return
@@ -860,7 +861,12 @@ def ode_sample(x_T: Array, eps_fn: Callable[[Array, Array], Array], sched: Sched
         return -0.5 * beta * (x - eps_at(s, x) / jnp.sqrt(-jnp.expm1(log_alpha_bar)))
 
     if steps is None:
-        solver, controller, dt0 = diffrax.Tsit5(), diffrax.PIDController(rtol=rtol, atol=atol), -0.01
+        # β(s) jumps at every grid point t/T (log ᾱ is piecewise linear): the
+        # solver steps onto each jump, or its error estimate would not hold
+        # across the kinks (measured: 18× the error at rtol = atol = 1e-5).
+        controller = diffrax.ClipStepSizeController(diffrax.PIDController(rtol=rtol, atol=atol),
+                                                    jump_ts=jnp.arange(1, T) / T)
+        solver, dt0 = diffrax.Tsit5(), -0.01
     else:
         solver, controller, dt0 = diffrax.Heun(), diffrax.ConstantStepSize(), -(1.0 - s_end) / steps
         max_steps = steps
