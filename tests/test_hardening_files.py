@@ -599,3 +599,17 @@ def test_plot_of_user_sweeps_names_a_damaged_file(tmp_path, capsys):
     assert main(["plot", "--from", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("madjax: error: --from: ") and str(tmp_path / "mine.nc") in err and err.count("\n") == 1
+
+
+def test_a_run_from_an_older_madjax_is_refused_in_one_line(tmp_path, capsys):
+    """A run directory whose config.json has no schema_version (written before schema 2) is not resumed."""
+    from madjax.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text('{"loop": {"kind": "fully-synthetic"}}')
+    argv = ["train", "glow", "--loop", "fully-synthetic", "--generations", "1", "--data", "rosenbrock",
+            "--preset", "smoke", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "written by an older madjax (schema 1)" in err and "--out" in err

@@ -67,9 +67,11 @@ Outputs in ``out`` (DESIGN §10):
   labels); the PNG is a scatter of points or a grid of images (one row per
   class when labelled);
 * ``checkpoints/`` -- the orbax checkpoints (the last ``keep``);
-* ``config.json`` -- the run's configuration; a later call with the same
-  ``out`` resumes only if everything but ``generations`` and ``save_every``
-  matches.
+* ``config.json`` -- the run's configuration, stamped with ``schema_version``
+  and the madjax and jax versions (it describes ``metrics.csv`` and
+  ``samples/`` beside it); a later call with the same ``out`` resumes only if
+  the schema is this madjax's and everything but ``generations`` and
+  ``save_every`` matches.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ from madjax._progress import progress_bar
 from madjax.base import GenerativeModel
 from madjax.data import DataSource
 from madjax.deep.checkpoint import Checkpointer, pool_rows
-from madjax.io import READ_ERRORS, atomic_path, read_json
+from madjax.io import READ_ERRORS, atomic_path, check_schema, provenance, read_json
 from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_writable
 
 Array = jax.Array
@@ -262,6 +264,7 @@ def check_resumable(out: str, record: Mapping[str, Any]) -> None:
             raise ParameterError("out", f"{out!r} holds checkpoints but no config.json; use a new directory")
         return
     saved = read_json(path, "out")
+    check_schema(path, saved, "out")
     mine = _comparable(json.loads(json.dumps(record)))
     theirs = _comparable(saved)
     if mine != theirs:
@@ -272,7 +275,10 @@ def check_resumable(out: str, record: Mapping[str, Any]) -> None:
 
 
 def _comparable(record: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in record.items() if k not in _RESUMABLE_CHANGES}
+    return {k: v for k, v in record.items() if k not in _RESUMABLE_CHANGES and k not in _STAMP}
+
+
+_STAMP = ("schema_version", "madjax_version", "jax_version")  # written beside the configuration
 
 
 def run_loop(
@@ -344,7 +350,7 @@ def run_loop(
     check_resumable(out, record)
     os.makedirs(os.path.join(out, "samples"), exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(record, f, indent=2)
+        json.dump({**record, **{k: v for k, v in provenance(record).items() if k in _STAMP}}, f, indent=2)
 
     seed_key = jax.random.PRNGKey(seed)
     abstract = jax.eval_shape(model.init, jax.random.fold_in(seed_key, _INIT))
