@@ -86,10 +86,12 @@ VARIABLES = {
     "n_syn_star_lo": ("lower end of the n_s* interval (n_e / n_r > 1 within z standard errors)", _SAMPLES),
     "n_syn_star_hi": ("upper end of the n_s* interval (n_e / n_r < 1 within z standard errors)", _SAMPLES),
     # Gaussian simulation records
-    "w2": ("Wasserstein-2 distance of G^t to the real distribution", None),
+    "w2": ("Wasserstein-2 distance of the fitted G^t (not the lambda-scaled sampler) to the real distribution",
+           None),
     "mean_sq_norm": ("squared norm of the fitted mean ||mu_t||^2", None),
     "cov_trace": ("trace of the fitted covariance tr Sigma_t", None),
-    "cov_logdet": ("log determinant of the fitted covariance log det Sigma_t", None),
+    "cov_logdet": ("log determinant of the fitted covariance log det Sigma_t; -inf where Sigma_t is singular by "
+                   "construction (rank < d), NaN where not computable to 0.05 nats (cov_logdet_status)", None),
     "cov_rank": ("analytic rank of Sigma_t", None),
     "cov_logdet_status": ("status of cov_logdet: 0 computed (to 0.05 nats), 1 skipped by w2_every, "
                           "2 not computable to 0.05 nats in this precision (NaN; use float64)", None),
@@ -97,8 +99,9 @@ VARIABLES = {
     "mean_sq_norm_theory": ("closed form of the chains' mean E ||mu_t||^2 (madjax.theory)", None),
     "cov_logdet_theory": ("closed form of the chains' mean E log det Sigma_t (madjax.theory)", None),
     "w2_sq_theory": ("closed form of the chains' mean E W2^2 (d = 1; compare with the mean of w2**2)", None),
-    "n_underflow": ("generations whose Sigma_t lost numerically positive eigenvalues", _GENERATIONS),
-    "n_nonfinite": ("generations with a non-finite fitted model", _GENERATIONS),
+    "n_underflow": ("generations whose Sigma_t has fewer numerically positive eigenvalues than its rank",
+                    _GENERATIONS),
+    "n_nonfinite": ("generations with a non-finite fitted model (mu_t or Sigma_t)", _GENERATIONS),
     # GMM diagnostics (App. C.1)
     "total_variance": ("total variance tr Cov of model samples", None),
     "modal_variance": ("average modal variance of model samples", None),

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from madjax.gaussian import FACTORS
+from madjax.gaussian import FACTORS, LOGDET_ACCURACY
 from madjax.io import atomic_path, describe, provenance
 from madjax.loops import (
     FACTORED_ONLY,
@@ -270,14 +270,15 @@ def theory_moments(config: SimulationConfig) -> dict:
 
 
 def lost_precision_warning(ds: xr.Dataset) -> str | None:
-    """One line when some ``cov_logdet`` values could not be computed to 0.05 nats (NaN, status 2)."""
+    """One line when some ``cov_logdet`` values could not be computed to their accuracy (NaN, status 2)."""
     if "cov_logdet_status" not in ds:
         return None
     share = float((ds.cov_logdet_status == 2).any("generation").mean())
     if share == 0:
         return None
     return (f"cov_logdet: {100 * share:.3g} % of chains have generations whose log det Sigma_t is not computable "
-            f"to 0.05 nats in {ds.cov_logdet.dtype} (recorded as NaN, cov_logdet_status = 2); rerun with --x64")
+            f"to {LOGDET_ACCURACY:g} nats in {ds.cov_logdet.dtype} (recorded as NaN, cov_logdet_status = 2); "
+            "rerun with --x64")
 
 
 def theory_z(ds: xr.Dataset) -> dict[str, tuple[float, int, int]]:
@@ -315,7 +316,7 @@ def theory_table(ds: xr.Dataset) -> str:
 
 
 def to_dataset(config: SimulationConfig, records: dict) -> xr.Dataset:
-    """Pack ``(chains, T)`` diagnostics into the Dataset of DESIGN §10."""
+    """Pack ``(chains, T)`` diagnostics into the Dataset of DESIGN §10 (their ``long_name``\s: :data:`madjax.io.VARIABLES`)."""
     coords = {"chain": np.arange(config.chains), "generation": np.arange(1, config.generations + 1)}
     dims = ("chain", "generation")
     data = {}
@@ -332,18 +333,6 @@ def to_dataset(config: SimulationConfig, records: dict) -> xr.Dataset:
     if "cov_logdet_status" in ds:
         ds["cov_logdet_status"].attrs.update(flag_values=np.arange(3, dtype=np.int8),
                                              flag_meanings="computed skipped_by_w2_every lost_precision")
-    attrs = {
-        "w2": "W2(G^t, N(0, I_d)) of the fitted model (not the lambda-scaled sampler)",
-        "mean_sq_norm": "||mu_t||^2",
-        "cov_trace": "tr Sigma_t",
-        "cov_logdet": "log det Sigma_t; -inf where Sigma_t is singular by construction (rank < d)",
-        "cov_rank": "analytic rank of Sigma_t",
-        "n_underflow": "generations whose Sigma_t has fewer numerically positive eigenvalues than its rank",
-        "n_nonfinite": "generations with a non-finite mu_t or Sigma_t",
-    }
-    for name, text in attrs.items():
-        if name in ds:
-            ds[name].attrs["description"] = text
     return ds
 
 
