@@ -188,6 +188,13 @@ def read_json(path: str, param: str) -> dict:
     return value
 
 
+def write_json(path: str, value, **dump_kwargs) -> None:
+    """Write ``value`` as JSON atomically (:func:`atomic_path`): a killed run leaves the old file or none,
+    never a truncated one that would block its resumption."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(value, fh, **dump_kwargs)
+
+
 def read_npz(path: str, param: str, variables: tuple[str, ...] = ("x",)) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file (never unpickles); one-line :class:`ParameterError` otherwise."""
     try:

@@ -79,7 +79,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 from typing import Any, Callable, Mapping
 
@@ -91,7 +90,7 @@ from madjax._progress import progress_bar
 from madjax.base import GenerativeModel
 from madjax.data import DataSource
 from madjax.deep.checkpoint import Checkpointer, pool_rows
-from madjax.io import READ_ERRORS, atomic_path, check_schema, provenance, read_json
+from madjax.io import READ_ERRORS, atomic_path, check_schema, provenance, read_json, write_json
 from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_writable
 
 Array = jax.Array
@@ -349,8 +348,8 @@ def run_loop(
                   "generations": generations, "save_every": save_every}
     check_resumable(out, record)
     os.makedirs(os.path.join(out, "samples"), exist_ok=True)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({**record, **{k: v for k, v in provenance(record).items() if k in _STAMP}}, f, indent=2)
+    write_json(os.path.join(out, "config.json"),
+               {**record, **{k: v for k, v in provenance(record).items() if k in _STAMP}}, indent=2)
 
     seed_key = jax.random.PRNGKey(seed)
     abstract = jax.eval_shape(model.init, jax.random.fold_in(seed_key, _INIT))

@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
-import json
 import os
 import time
 
@@ -44,7 +43,7 @@ from madjax.data import ROSENBROCK_TAIL_MASS, ROSENBROCK_VAR, get_source, rosenb
 from madjax.deep.evaluate import PointEval
 from madjax.deep.glow import GlowConfig, glow
 from madjax.deep.loop import check_resumable, read_metrics, run_loop
-from madjax.io import read_json, read_npz
+from madjax.io import read_json, read_npz, write_json
 from madjax.deep.runner import GLOW_PRESETS, glow_evaluate, loop_sizes
 from madjax.figures import PRESETS, Figure
 from madjax.figures.style import caption, finish, save, setting
@@ -129,8 +128,8 @@ def run(config: Fig15Config, out_dir: str, *, seed: int = 0, progress: bool = Tr
         timings[f"{lam:g}"] = time.perf_counter() - start
     target = source.sample(jax.random.PRNGKey(seed), config.n)
     np.savez(os.path.join(out_dir, NAME, "target.npz"), x=np.asarray(target, np.float32))
-    with open(os.path.join(out_dir, NAME, "timings.json"), "w") as f:
-        json.dump({"seconds_per_lam": timings, "note": "this call only (a resumed run times the remainder)"}, f)
+    write_json(os.path.join(out_dir, NAME, "timings.json"),
+               {"seconds_per_lam": timings, "note": "this call only (a resumed run times the remainder)"})
     _write_combined(out_dir)
 
 

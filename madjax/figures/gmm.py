@@ -43,7 +43,7 @@ import xarray as xr
 from madjax._progress import log
 from madjax.figures import PRESETS, Figure
 from madjax.figures.style import caption, finish, save, setting
-from madjax.io import READ_ERRORS, atomic_path, check_schema, open_checked, read_json
+from madjax.io import READ_ERRORS, atomic_path, check_schema, open_checked, read_json, write_json
 from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_seed
 from madjax.walltime import calibrate, estimate
 
@@ -142,8 +142,7 @@ def run(config: GMMFigureConfig, out_dir: str, *, seed: int = 0, progress: bool 
         if json.loads(attrs.get("figure_config", "{}")) == record:
             return  # fig11 and fig12 share one run
     os.makedirs(_dir(out_dir), exist_ok=True)
-    with open(os.path.join(_dir(out_dir), "config.json"), "w") as f:
-        json.dump(record, f, indent=1)
+    write_json(os.path.join(_dir(out_dir), "config.json"), record, indent=1)
     start_time = time.perf_counter()
     paths = []
     for first in range(0, config.chains, config.batch):
@@ -268,7 +267,7 @@ def plot_fig12(out_dir: str) -> list[str]:
               ("recall", "recall (k = 5)", False),
               ("modes_covered", "modes covered (of 25)", False)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), constrained_layout=True)
-    for ax, (name, label, log) in zip(axes, panels):
+    for ax, (name, label, log_axis) in zip(axes, panels):
         values = ds[name].values.astype(float)
         mean = np.nanmean(values, axis=0)
         lo, hi = np.nanquantile(values, [0.1, 0.9], axis=0)
@@ -277,7 +276,7 @@ def plot_fig12(out_dir: str) -> list[str]:
         ax.plot(t, mean, color="tab:blue", linewidth=1.2, label="mean over chains")
         ax.set_xlabel("generation $t$")
         ax.set_title(label, fontsize=10)
-        if log:
+        if log_axis:
             ax.set_yscale("log")
         if name == "modes_covered":
             ax.set_ylim(0, 26)

@@ -41,7 +41,7 @@ import numpy as np
 
 from madjax.data import IMAGE_NAMES, MNIST_SHAPE, Images, get_source, load_images
 from madjax.deep.loop import DeepLoop, check_resumable, image_grid, read_metrics, run_loop
-from madjax.io import read_json, read_npz
+from madjax.io import read_json, read_npz, write_json
 from madjax.deep.runner import MODELS, check_real_sizes, image_evaluation
 from madjax.figures import PRESETS
 from madjax.figures.style import caption, finish, save, setting
@@ -180,8 +180,7 @@ def _write_baseline(family_dir: str, source, evaluation, seed: int) -> None:
     os.makedirs(family_dir, exist_ok=True)
     real = source.sample(jax.random.fold_in(jax.random.PRNGKey(seed), 7919), evaluation.n_eval)
     metrics = evaluation.evaluate(None, None, real, evaluation.reference)
-    with open(path, "w") as f:
-        json.dump({k: float(v) for k, v in metrics.items()} | {"n": int(evaluation.n_eval)}, f, indent=2)
+    write_json(path, {k: float(v) for k, v in metrics.items()} | {"n": int(evaluation.n_eval)}, indent=2)
 
 
 def _add_timing(family_dir: str, tag: str, seconds: float) -> None:
@@ -192,8 +191,7 @@ def _add_timing(family_dir: str, tag: str, seconds: float) -> None:
         with open(path) as f:
             timings = json.load(f)
     timings[tag] = round(timings.get(tag, 0.0) + seconds, 1)
-    with open(path, "w") as f:
-        json.dump(timings, f, indent=2)
+    write_json(path, timings, indent=2)
 
 
 # ----------------------------------------------------------------------------- saved data

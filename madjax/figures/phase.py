@@ -35,7 +35,8 @@ from madjax.effective import (
 )
 from madjax.figures import Figure
 from madjax.figures.style import LOG2_RATIO_LIMIT, band_label, caption, finish, save, setting, symbol
-from madjax.io import SCHEMA_VERSION, atomic_path, check_schema, describe, open_checked, provenance, read_json
+from madjax.io import (SCHEMA_VERSION, atomic_path, check_schema, describe, open_checked, provenance, read_json,
+                       write_json)
 from madjax.loops import LoopParams, LoopSpec, padded_chain_ids, run_cells_jit, stack_params
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
 from madjax.validation import ParameterError, check_choice, check_name
@@ -635,8 +636,8 @@ _CONFIG_FILE = "{fig}_config.json"
 def _figure(fig_id: str) -> Figure:
     def run_fig(cfg, out, *, seed=0, progress=True):
         run(cfg, out, seed=seed, progress=progress)
-        with open(os.path.join(out, _CONFIG_FILE.format(fig=fig_id)), "w") as fh:
-            json.dump({"schema_version": SCHEMA_VERSION, "preset_config": dataclasses.asdict(cfg)}, fh, default=str)
+        write_json(os.path.join(out, _CONFIG_FILE.format(fig=fig_id)),
+                   {"schema_version": SCHEMA_VERSION, "preset_config": dataclasses.asdict(cfg)}, default=str)
 
     def plot(out):
         path = os.path.join(out, _CONFIG_FILE.format(fig=fig_id))
