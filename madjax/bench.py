@@ -22,7 +22,6 @@ compiles) and, for ``madjax`` rows, ``factor`` and ``w2_every``.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -32,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from madjax.gaussian import FACTORS
-from madjax.loops import LoopParams, LoopSpec, choose_factor, run_chains_jit
+from madjax.gaussian import GaussianSpec, choose_factor
+from madjax.loops import LoopParams, LoopSpec, run_chains_jit
 from madjax.resources import (
     FLOP_S,
     HOST_COPIES,
@@ -97,7 +97,7 @@ def time_madjax(*, dim, n_real, n_syn, lam, chains, generations, dtype, loop="fr
                 repeats=REPEATS):
     if factor == "auto":
         factor = choose_factor(loop, dim, n_ini=n_real, n_real=n_real, n_syn=n_syn)
-    spec = LoopSpec(kind=loop, dim=dim, dtype=dtype, factor=factor, w2_every=w2_every)
+    spec = LoopSpec(kind=loop, model=GaussianSpec(dim=dim, dtype=dtype, factor=factor, w2_every=w2_every))
     params = LoopParams.create(n_ini=n_real, n_real=n_real, n_syn=n_syn, lam=lam, dtype=dtype)
     ids = jnp.arange(chains, dtype=jnp.uint32)
     key = jax.random.key(0)
@@ -221,11 +221,17 @@ def check_bench_resources(*, dims, n_real, n_syns, chains_list, generations, dty
                              allow_large=allow_large)
 
 
-def bench_cli(*, what: str, dim: list, n_real: int, n_syn: list, chains: list, lam: float, loop: str,
-              generations: int, dtype: str, naive_chains: int, factor: list, w2_every: list, json_out: bool,
-              allow_large: bool) -> dict:
-    """``madjax bench chains``: validate, time, print a table (or one JSON object); returns the result."""
-    check_choice("what", what, ("chains",))
+def bench_chains(*, dim: list, n_real: int, n_syn: list, chains: list, lam: float, loop: str = "fresh",
+                 generations: int, dtype: str = "float32", naive_chains: int, factor: list = ("auto",),
+                 w2_every: list = (1,), allow_large: bool = False) -> dict:
+    """Validate, refuse absurd shapes (:func:`check_bench_resources`), then time every row.
+
+    ``dim``, ``n_syn``, ``chains``, ``factor`` and ``w2_every`` are lists (one row per combination); a bad
+    value raises :class:`~madjax.validation.ParameterError` naming the parameter, before anything is timed.
+
+    Returns:
+      ``{"rows": [...], "machine": {...}}``: the rows of :func:`bench_rows` and :func:`machine`.
+    """
     dims = [check_int("dim", d, minimum=1) for d in dim]
     n_syns = [check_int("n_syn", n, minimum=0) for n in n_syn]
     chains_list = [check_int("chains", c, minimum=1) for c in chains]
@@ -244,6 +250,4 @@ def bench_cli(*, what: str, dim: list, n_real: int, n_syn: list, chains: list, l
                           allow_large=allow_large)
     rows = bench_rows(dims=dims, n_real=n_real, n_syns=n_syns, lam=lam, chains_list=chains_list,
                       generations=generations, dtype=dtype, naive_chains=naive, factors=factors, w2_every=every)
-    result = {"rows": rows, "machine": machine()}
-    print(json.dumps(result) if json_out else format_table(rows))
-    return result
+    return {"rows": rows, "machine": machine()}

@@ -310,10 +310,38 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
-def _cmd_effective_size(args) -> int:
-    from madjax.effective import effective_size_cli
+def _effective_size_command(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, threshold, dtype, w2_every=1,
+                            progress=True, allow_large=False) -> dict:
+    """``madjax effective-size``: validation first, then one computation, or with ``threshold`` two (n_s*, then
+    n_e at n_s* rounded); returns the JSON record of DESIGN §10."""
+    from madjax._progress import log
+    from madjax.effective import admissibility_threshold, effective_size, validate_inputs
+    from madjax.validation import check_int
 
-    result = effective_size_cli(
+    validate_inputs(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype)
+    w2_every = check_int("w2_every", w2_every, minimum=1)
+    if threshold and n_syn is not None:
+        raise ParameterError("threshold", "searches n_s itself: omit --n-syn")
+    if not threshold and n_syn is None:
+        raise ParameterError("n_syn", "is required (or use --threshold)")
+    if threshold:
+        found = admissibility_threshold(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains,
+                                        seed=seed, dtype=dtype, w2_every=w2_every, progress=progress,
+                                        allow_large=allow_large)
+        star = found["n_syn_star"]
+        n_syn_eval = int(round(star)) if star is not None else int(found["n_syn_star_lo"])
+        log.info("evaluating n_e at n_s = %d (n_s* rounded)", n_syn_eval)
+        result = effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn_eval, lam=lam, memory=memory,
+                                chains=chains, seed=seed, dtype=dtype, w2_every=w2_every, allow_large=allow_large)
+        result["n_syn"] = n_syn_eval
+        result.update({k: found[k] for k in ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")})
+        return result
+    return effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn, lam=lam, memory=memory, chains=chains,
+                          seed=seed, dtype=dtype, w2_every=w2_every, allow_large=allow_large)
+
+
+def _cmd_effective_size(args) -> int:
+    result = _effective_size_command(
         loop=args.loop, dim=args.dim, n_real=args.n_real, n_syn=args.n_syn, lam=args.lam,
         memory=args.memory, chains=args.chains, seed=args.seed, threshold=args.threshold,
         dtype="float64" if args.x64 else "float32", w2_every=args.w2_every, progress=not args.quiet,
@@ -328,12 +356,38 @@ def _cmd_effective_size(args) -> int:
     return 0
 
 
-def _cmd_sweep(args) -> int:
-    from madjax.sweeps import SWEEP_PARAMS, sweep_cli
+def _sweep_command(*, values: dict, grid_file: str | None, out: str, name: str, loop: str, dim: int, chains: int,
+                   seed: int, dtype: str, progress: bool, allow_large: bool):
+    """``madjax sweep``: ``values`` (a list per parameter, None where not given) or a JSON ``grid_file``;
+    lists with one value are fixed, longer lists are swept. Prints the exported file unless quiet."""
+    import os
 
-    sweep_cli(values={k: getattr(args, k) for k in SWEEP_PARAMS if k != "n_ini"}, grid_file=args.grid,
-              out=args.out, name=args.name, loop=args.loop, dim=args.dim, chains=args.chains, seed=args.seed,
-              dtype="float64" if args.x64 else "float32", progress=not args.quiet, allow_large=args.allow_large)
+    from madjax.sweeps import read_grid_file, run_effective_sweep
+
+    if grid_file is not None:
+        values = read_grid_file(grid_file)
+    else:
+        values = {k: v for k, v in values.items() if v is not None}
+    grid = {k: v for k, v in values.items() if len(v) > 1}
+    fixed = {k: v[0] for k, v in values.items() if len(v) == 1}
+    if not grid:  # a single cell is a grid of one
+        first = next(iter(fixed), None)
+        if first is None:
+            raise ParameterError("n_real", "no grid given")
+        grid = {first: [fixed.pop(first)]}
+    ds = run_effective_sweep(out, name, loop=loop, dim=dim, grid=grid, fixed=fixed, chains=chains, seed=seed,
+                             dtype=dtype, progress=progress, allow_large=allow_large)
+    if progress:
+        print(os.path.join(out, f"{name}.nc"))
+    return ds
+
+
+def _cmd_sweep(args) -> int:
+    from madjax.sweeps import SWEEP_PARAMS
+
+    _sweep_command(values={k: getattr(args, k) for k in SWEEP_PARAMS if k != "n_ini"}, grid_file=args.grid,
+                   out=args.out, name=args.name, loop=args.loop, dim=args.dim, chains=args.chains, seed=args.seed,
+                   dtype="float64" if args.x64 else "float32", progress=not args.quiet, allow_large=args.allow_large)
     return 0
 
 
@@ -365,13 +419,26 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _cmd_bench(args) -> int:
-    from madjax.bench import bench_cli
+def _bench_command(*, what: str, dim: list, n_real: int, n_syn: list, chains: list, lam: float, loop: str,
+                   generations: int, dtype: str, naive_chains: int, factor: list, w2_every: list, json_out: bool,
+                   allow_large: bool) -> dict:
+    """``madjax bench chains``: validate, time, print a table (or one JSON object); returns the result."""
+    from madjax.bench import bench_chains, format_table
+    from madjax.validation import check_choice
 
-    bench_cli(what=args.what, dim=args.dim, n_real=args.n_real, n_syn=args.n_syn, chains=args.chains, lam=args.lam,
-              loop=args.loop, generations=args.generations, dtype="float64" if args.x64 else args.dtype,
-              naive_chains=args.naive_chains, factor=args.factor, w2_every=args.w2_every, json_out=args.json,
-              allow_large=args.allow_large)
+    check_choice("what", what, ("chains",))
+    result = bench_chains(dim=dim, n_real=n_real, n_syn=n_syn, chains=chains, lam=lam, loop=loop,
+                          generations=generations, dtype=dtype, naive_chains=naive_chains, factor=factor,
+                          w2_every=w2_every, allow_large=allow_large)
+    print(json.dumps(result) if json_out else format_table(result["rows"]))
+    return result
+
+
+def _cmd_bench(args) -> int:
+    _bench_command(what=args.what, dim=args.dim, n_real=args.n_real, n_syn=args.n_syn, chains=args.chains,
+                   lam=args.lam, loop=args.loop, generations=args.generations,
+                   dtype="float64" if args.x64 else args.dtype, naive_chains=args.naive_chains, factor=args.factor,
+                   w2_every=args.w2_every, json_out=args.json, allow_large=args.allow_large)
     return 0
 
 

@@ -37,11 +37,11 @@ import numpy as np
 
 from madjax.io import StaleCache, load_checked_npz, rebuild_notice, save_checked_npz
 from madjax._progress import log, progress_bar
+from madjax.gaussian import GaussianSpec, choose_factor
 from madjax.loops import (
     LoopParams,
     LoopSpec,
     chain_keys,
-    choose_factor,
     padded_chain_ids,
     run_chain,
     stack_params,
@@ -140,7 +140,7 @@ def _steady_chain(key, params, burn, spec, generations):
     w2 = run_chain(key, params, spec, generations).w2
     t = jnp.arange(1, generations + 1)
     mid = burn + (generations - burn) // 2
-    recorded = jnp.mod(t - 1, spec.w2_every) == 0  # w2_every > 1: average the recorded generations only
+    recorded = jnp.mod(t - 1, getattr(spec.model, "w2_every", 1)) == 0  # w2_every > 1: average the recorded generations only
     avg = lambda m: jnp.sum(jnp.where(m & recorded, w2, 0.0)) / jnp.maximum(jnp.sum(m & recorded), 1)  # noqa: E731
     return SteadyState(avg(t > burn), avg((t > burn) & (t <= mid)), avg(t > mid))
 
@@ -177,7 +177,7 @@ def summarize(state: SteadyState, burn: int, generations: int) -> WDEstimate:
 
 
 def cell_factor(loop: str, dim: int, cell: dict) -> str:
-    """The factorisation of one cell (:func:`madjax.loops.choose_factor`): a property of the cell alone."""
+    """The factorisation of one cell (:func:`madjax.gaussian.choose_factor`): a property of the cell alone."""
     return choose_factor(loop, dim, n_ini=cell.get("n_ini", max(cell["n_real"], 2)), n_real=cell["n_real"],
                          n_syn=cell["n_syn"])
 
@@ -200,7 +200,8 @@ def steady_wd_cells(cells: list[dict], *, loop: str, dim: int, chains: int, seed
         groups.setdefault(cell_factor(loop, dim, cell), []).append(i)
     results: list[WDEstimate | None] = [None] * len(cells)
     for factor, idx in groups.items():
-        spec = LoopSpec(kind=loop, dim=dim, memory=memory_slots, dtype=dtype, factor=factor, w2_every=w2_every)
+        spec = LoopSpec(kind=loop, memory=memory_slots,
+                        model=GaussianSpec(dim=dim, dtype=dtype, factor=factor, w2_every=w2_every))
         for i, est in zip(idx, _steady_wd_group([cells[i] for i in idx], spec, chains=chains, seed=seed,
                                                 batch=batch, extend=extend, horizon_T=horizon_T)):
             results[i] = est
@@ -284,7 +285,7 @@ TABLE_N_MAX = 10**7
 TABLE_POINTS = 61
 TABLE_CHAINS = 1024
 # Bump when the way the table is computed changes: older cache files are then rebuilt, never reused.
-TABLE_ALGORITHM = 1
+TABLE_ALGORITHM = 2
 
 
 def _cache_dir() -> str:
@@ -358,7 +359,7 @@ def edist_table(dim: int, dtype: str = "float32", *, chains: int = TABLE_CHAINS,
             rebuild_notice("E-dist", path, f"is {err}")
     log.info("building the E-dist table E[W2(G(n), P_r)] for d = %d, %s: %d sizes x %d chains", dim, dtype, len(n),
              chains)
-    spec = LoopSpec(kind="fresh", dim=dim, dtype=dtype)
+    spec = LoopSpec(kind="fresh", model=GaussianSpec(dim=dim, dtype=dtype))
     params = stack_params([LoopParams.create(n_ini=int(k), n_real=2, n_syn=0, dtype=dtype) for k in n])
     from madjax.loops import run_cells_jit
 
@@ -398,7 +399,9 @@ def invert(table: EDistTable, wd: float, wd_se: float) -> EffectiveSize:
 # ----------------------------------------------------------------------------- public API
 
 
-def _validate(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype):
+def validate_inputs(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype):
+    """Check the inputs shared by :func:`effective_size` and :func:`admissibility_threshold` (``n_syn`` may be
+    None); returns them normalised or raises :class:`~madjax.validation.ParameterError` naming the first bad one."""
     check_choice("loop", loop, EFFECTIVE_LOOPS)
     dim = check_int("dim", dim, minimum=1)
     n_real = check_int("n_real", n_real, minimum=2)
@@ -441,7 +444,7 @@ def effective_size(*, loop="fresh", dim, n_real, n_syn, lam=1.0, memory=1, chain
       >>> r["n_e_bound"] is None and abs(r["n_e_ratio"] - 1) < 0.2
       True
     """
-    loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype = _validate(
+    loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype = validate_inputs(
         loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype)
     if n_syn is None:
         raise ParameterError("n_syn", "is required (or use threshold search)")
@@ -487,7 +490,7 @@ def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=
     as in :func:`effective_size`, ``allow_large`` as in :func:`effective_size`;
     ``progress`` shows a bar over the n_s evaluated.
     """
-    loop, dim, n_real, _, lam, memory, chains, seed, dtype = _validate(
+    loop, dim, n_real, _, lam, memory, chains, seed, dtype = validate_inputs(
         loop, dim, n_real, None, lam, memory, chains, seed, dtype)
     w2_every = check_int("w2_every", w2_every, minimum=1)
     check_int32("n_real", round(n_real * ratio_max) + n_real, f"n_real + the largest n_syn searched "
@@ -540,31 +543,6 @@ def _bracket_and_refine(grid, kw, points, z, bar) -> dict:
     hi = float(sure_bad[sure_bad >= star].min()) if np.any(sure_bad >= star) else float(s_all[-1])
     return {"n_syn_star": star, "n_syn_star_lo": lo, "n_syn_star_hi": hi,
             "threshold_grid": s_all.tolist(), "threshold_ratio": r_all.tolist()}
-
-
-def effective_size_cli(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, threshold, dtype, w2_every=1,
-                       progress=True, allow_large=False) -> dict:
-    """``madjax effective-size``: validation first, then one or two computations."""
-    _validate(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype)
-    w2_every = check_int("w2_every", w2_every, minimum=1)
-    if threshold and n_syn is not None:
-        raise ParameterError("threshold", "searches n_s itself: omit --n-syn")
-    if not threshold and n_syn is None:
-        raise ParameterError("n_syn", "is required (or use --threshold)")
-    if threshold:
-        found = admissibility_threshold(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains,
-                                        seed=seed, dtype=dtype, w2_every=w2_every, progress=progress,
-                                        allow_large=allow_large)
-        star = found["n_syn_star"]
-        n_syn_eval = int(round(star)) if star is not None else int(found["n_syn_star_lo"])
-        log.info("evaluating n_e at n_s = %d (n_s* rounded)", n_syn_eval)
-        result = effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn_eval, lam=lam, memory=memory,
-                                chains=chains, seed=seed, dtype=dtype, w2_every=w2_every, allow_large=allow_large)
-        result["n_syn"] = n_syn_eval
-        result.update({k: found[k] for k in ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")})
-        return result
-    return effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn, lam=lam, memory=memory, chains=chains,
-                          seed=seed, dtype=dtype, w2_every=w2_every, allow_large=allow_large)
 
 
 def format_result(result: dict) -> str:

@@ -313,7 +313,9 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
 GRID_FILE_MAX = 1 << 20
 
 
-def _read_grid_file(path: str) -> dict:
+def read_grid_file(path: str) -> dict:
+    """A JSON grid file ``{param: [values...]}`` (a bare value is a list of one), read at most
+    :data:`GRID_FILE_MAX` bytes; an unreadable or malformed file raises ``ParameterError('grid', ...)``."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(GRID_FILE_MAX + 1)
@@ -328,25 +330,3 @@ def _read_grid_file(path: str) -> dict:
     if not isinstance(grid, dict):
         raise ParameterError("grid", "must be a JSON object {param: [values]}")
     return {k: v if isinstance(v, list) else [v] for k, v in grid.items()}
-
-
-def sweep_cli(*, values: dict, grid_file: str | None, out: str, name: str, loop: str, dim: int, chains: int,
-              seed: int, dtype: str, progress: bool, allow_large: bool) -> xr.Dataset:
-    """``madjax sweep``: ``values`` (a list per parameter, None where not given) or a JSON ``grid_file``;
-    lists with one value are fixed, longer lists are swept. Prints the exported file unless quiet."""
-    if grid_file is not None:
-        values = _read_grid_file(grid_file)
-    else:
-        values = {k: v for k, v in values.items() if v is not None}
-    grid = {k: v for k, v in values.items() if len(v) > 1}
-    fixed = {k: v[0] for k, v in values.items() if len(v) == 1}
-    if not grid:  # a single cell is a grid of one
-        first = next(iter(fixed), None)
-        if first is None:
-            raise ParameterError("n_real", "no grid given")
-        grid = {first: [fixed.pop(first)]}
-    ds = run_effective_sweep(out, name, loop=loop, dim=dim, grid=grid, fixed=fixed, chains=chains, seed=seed,
-                             dtype=dtype, progress=progress, allow_large=allow_large)
-    if progress:
-        print(os.path.join(out, f"{name}.nc"))
-    return ds
