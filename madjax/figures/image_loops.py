@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from madjax.data import IMAGE_NAMES, MNIST_SHAPE, Images, get_source, load_images
-from madjax.deep.loop import DeepLoop, check_resumable, image_grid, read_metrics, run_loop
+from madjax.deep.loop import DeepLoop, check_resumable, read_metrics, run_loop
+from madjax.figures.samples import image_grid
 from madjax.io import read_json, read_npz, write_json
 from madjax.deep.runner import MODELS, check_real_sizes, image_evaluation
 from madjax.figures import PRESETS
