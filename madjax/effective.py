@@ -37,15 +37,17 @@ import numpy as np
 
 from madjax.io import StaleCache, load_checked_npz, rebuild_notice, save_checked_npz
 from madjax._progress import log, progress_bar
-from madjax.gaussian import GaussianSpec, choose_factor
+from madjax.gaussian import choose_factor
 from madjax.loops import (
     LoopParams,
     LoopSpec,
     chain_keys,
     padded_chain_ids,
+    run_cells_jit,
     run_chain,
     stack_params,
 )
+from madjax.models import ModelChoice
 from madjax.resources import (
     COMPILE_SLOT_S,
     HOST_COPIES,
@@ -137,7 +139,8 @@ class SteadyState(NamedTuple):
 
 
 def _steady_chain(key, params, burn, spec, generations):
-    w2 = run_chain(key, params, spec, generations).w2
+    record = run_chain(key, params, spec, generations)
+    w2 = record["w2"] if isinstance(record, dict) else record.w2
     t = jnp.arange(1, generations + 1)
     mid = burn + (generations - burn) // 2
     recorded = jnp.mod(t - 1, getattr(spec.model, "w2_every", 1)) == 0  # w2_every > 1: average the recorded generations only
@@ -182,10 +185,16 @@ def cell_factor(loop: str, dim: int, cell: dict) -> str:
                          n_syn=cell["n_syn"])
 
 
-def steady_wd_cells(cells: list[dict], *, loop: str, dim: int, chains: int, seed: int, dtype: str = "float32",
-                    memory_slots: int = 1, batch: int | None = None, extend: int = 2,
-                    horizon_T: int | None = None, w2_every: int = 1) -> list[WDEstimate]:
-    """WD for a list of cells (dicts of LoopParams fields), one compilation per T and factorisation.
+def gaussian_choice(model: ModelChoice | None, dim, dtype="float32", w2_every=1) -> ModelChoice:
+    """``model``, or the Gaussian of dimension ``dim`` when None (the functions below default to it)."""
+    return model if model is not None else ModelChoice.create("gaussian", dim=dim, dtype=dtype, w2_every=w2_every)
+
+
+def steady_wd_cells(cells: list[dict], *, loop: str, dim: int | None = None, chains: int, seed: int,
+                    dtype: str = "float32", memory_slots: int = 1, batch: int | None = None, extend: int = 2,
+                    horizon_T: int | None = None, w2_every: int = 1,
+                    model: ModelChoice | None = None) -> list[WDEstimate]:
+    """WD for a list of cells (dicts of LoopParams fields), one compilation per T and group of cells.
 
     All cells share the chain keys (common random numbers) and one horizon T,
     the largest any cell needs (or ``horizon_T``, so that a sweep's cells do not
@@ -193,24 +202,28 @@ def steady_wd_cells(cells: list[dict], *, loop: str, dim: int, chains: int, seed
     that fail the convergence check are rerun with T doubled, up to ``extend``
     times. Cells whose covariances all have full rank run the Cholesky route,
     the others ``eigh`` (:func:`cell_factor`); ``w2_every = k`` averages W2
-    over every k-th generation of the window only.
+    over every k-th generation of the window only. ``model`` (default: the
+    Gaussian of dimension ``dim``) may be any registered jittable model: its
+    cells are grouped by :meth:`~madjax.models.ModelChoice.group_key` (a point
+    model's buffer capacity level), one compilation per group.
     """
-    groups: dict[str, list[int]] = {}
+    model = gaussian_choice(model, dim, dtype, w2_every)
+    groups: dict = {}
     for i, cell in enumerate(cells):
-        groups.setdefault(cell_factor(loop, dim, cell), []).append(i)
+        groups.setdefault(model.group_key(loop, cell), []).append(i)
     results: list[WDEstimate | None] = [None] * len(cells)
-    for factor, idx in groups.items():
-        spec = LoopSpec(kind=loop, memory=memory_slots,
-                        model=GaussianSpec(dim=dim, dtype=dtype, factor=factor, w2_every=w2_every))
-        for i, est in zip(idx, _steady_wd_group([cells[i] for i in idx], spec, chains=chains, seed=seed,
+    for key, idx in groups.items():
+        spec = LoopSpec(kind=loop, memory=memory_slots, model=model.group_spec(key))
+        for i, est in zip(idx, _steady_wd_group([cells[i] for i in idx], spec, model, chains=chains, seed=seed,
                                                 batch=batch, extend=extend, horizon_T=horizon_T)):
             results[i] = est
     return results
 
 
-def check_steady_resources(cells: list[dict], *, dim: int, chains: int, dtype: str = "float32", memory_slots: int = 1,
-                           batch: int | None = None, extend: int = 2, horizon_T: int | None = None,
-                           by_level: bool = False, allow_large: bool = False) -> None:
+def check_steady_resources(cells: list[dict], *, dim: int | None = None, chains: int, dtype: str = "float32",
+                           memory_slots: int = 1, batch: int | None = None, extend: int = 2,
+                           horizon_T: int | None = None, by_level: bool = False, allow_large: bool = False,
+                           model: ModelChoice | None = None) -> None:
     """Refuse, before any work, cells that overflow the device's int32 sizes or whose burn-in or size
     makes :func:`steady_wd_cells` absurd (:mod:`madjax.resources`; ``allow_large`` overrides the latter).
 
@@ -218,9 +231,13 @@ def check_steady_resources(cells: list[dict], *, dim: int, chains: int, dtype: s
     :func:`horizon_level` with ``by_level`` as in a sweep), up to ``2**extend`` times as many if
     it fails the convergence check; its burn-in grows like n_s/n_r, which is named as the cause.
     """
+    model = gaussian_choice(model, dim, dtype)
+    dim = model.dim
     for c in cells:
         check_loop_sizes(n_ini=c.get("n_ini", max(c["n_real"], 2)), n_real=c["n_real"], n_syn=c["n_syn"],
                          generations=1)
+    rows = max(max(c.get("n_ini", 0), c["n_real"], c["n_syn"]) for c in cells)
+    per_chain, per_chain_gen = model.cost(memory_slots, rows)
     burns = [burn_in(c["n_real"], c["n_syn"], c.get("memory", 1)) for c in cells]
     horizons = [horizon_T or (horizon_level(b) if by_level else horizon(b)) for b in burns]
     longest = max(horizons)
@@ -229,16 +246,17 @@ def check_steady_resources(cells: list[dict], *, dim: int, chains: int, dtype: s
     param = cause(chains=chains, dim=dim, memory=memory_slots, generations=longest)
     check_budget("n_syn" if param == "generations" else param,
                  what=f"{len(cells)} cell(s) x {chains} chains x up to {longest} generations (burn-in "
-                      f"{max(burns)}) at d = {dim}" + (f", memory K = {memory_slots}" if memory_slots > 1 else ""),
-                 nbytes=(batch or len(cells)) * chain_bytes(dim, memory_slots, jnp.dtype(dtype).itemsize)
+                      f"{max(burns)}) of the {model.name} model at d = {dim}"
+                      + (f", memory K = {memory_slots}" if memory_slots > 1 else ""),
+                 nbytes=(batch or len(cells)) * per_chain
                  + len(cells) * chains * len(SteadyState._fields) * 8 * HOST_COPIES,
-                 seconds=longest * STEP_S + chains * sum(horizons) * chain_generation_seconds(dim, memory_slots),
+                 seconds=longest * STEP_S + chains * sum(horizons) * per_chain_gen,
                  compile_s=memory_slots * COMPILE_SLOT_S, allow_large=allow_large)
 
 
-def _steady_wd_group(cells: list[dict], spec: LoopSpec, *, chains: int, seed: int, batch: int | None, extend: int,
-                     horizon_T: int | None) -> list[WDEstimate]:
-    dim, dtype, memory_slots = spec.dim, spec.dtype, spec.memory
+def _steady_wd_group(cells: list[dict], spec: LoopSpec, model: ModelChoice, *, chains: int, seed: int,
+                     batch: int | None, extend: int, horizon_T: int | None) -> list[WDEstimate]:
+    dtype, memory_slots = spec.dtype, spec.memory
     burns = [burn_in(c["n_real"], c["n_syn"], c.get("memory", 1)) for c in cells]
     generations = horizon_T or max(horizon(b) for b in burns)
     results: list[WDEstimate | None] = [None] * len(cells)
@@ -246,7 +264,7 @@ def _steady_wd_group(cells: list[dict], spec: LoopSpec, *, chains: int, seed: in
     for attempt in range(extend + 1):
         size = batch or len(todo)
         # Stream chains through bounded chunks: (cells × chunk) working sets stay near 1 GiB.
-        per_chain = (4 * memory_slots + 8) * dim * dim * jnp.dtype(dtype).itemsize * size
+        per_chain = model.entry.cost(spec.model, memory_slots, 1, False)[0] * size
         chain_chunk = max(1, min(chains, CHUNK_BYTES // per_chain))
         for start in range(0, len(todo), size):
             idx = todo[start:start + size]
@@ -285,6 +303,7 @@ TABLE_N_MAX = 10**7
 TABLE_POINTS = 61
 TABLE_CHAINS = 1024
 # Bump when the way the table is computed changes: older cache files are then rebuilt, never reused.
+# 2: the one loop layer's key streams, and tables for every jittable model.
 TABLE_ALGORITHM = 2
 
 
@@ -292,24 +311,27 @@ def _cache_dir() -> str:
     return os.environ.get("MADJAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "madjax"))
 
 
-def table_grid(n_max: int, points: int) -> np.ndarray:
-    """The n of the table: ``points`` log-spaced values from 2 to ``n_max``, rounded, duplicates removed."""
-    return np.unique(np.round(np.logspace(np.log10(2), np.log10(n_max), points)).astype(np.int64)).astype(np.float64)
+def table_grid(n_max: int, points: int, n_min: int = 2) -> np.ndarray:
+    """The n of the table: ``points`` log-spaced values from ``n_min`` to ``n_max``, rounded, duplicates removed."""
+    return np.unique(np.round(np.logspace(np.log10(n_min), np.log10(n_max), points)).astype(np.int64)
+                     ).astype(np.float64)
 
 
-def table_key(dim: int, dtype: str, chains: int, seed: int, n_max: int, points: int) -> dict:
+def table_key(dim: int, dtype: str, chains: int, seed: int, n_max: int, points: int,
+              model: ModelChoice | None = None) -> dict:
     """Everything a table's numbers depend on: its cache key."""
     from madjax import __version__
 
+    model = gaussian_choice(model, dim, dtype)
     return {"table": "E[W2(G(n), P_r)]", "algorithm": TABLE_ALGORITHM, "madjax_version": __version__,
-            "reference": "N(0, I_d)", "fit": "Eq. (1), exact engine", "monotone": "running minimum",
-            "dim": dim, "dtype": dtype, "chains": chains, "seed": seed, "n_max": n_max, "points": points}
+            "reference": model.target, "fit": f"generation 1 of the {model.name} model", "monotone": "running minimum",
+            **model.record(), "chains": chains, "seed": seed, "n_max": n_max, "points": points}
 
 
 def table_path(key: dict) -> str:
-    """The cache file of a table: named by d, dtype and a hash of its whole key."""
+    """The cache file of a table: named by model, d, dtype and a hash of its whole key."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return os.path.join(_cache_dir(), f"edist_d{key['dim']}_{key['dtype']}_{digest}.npz")
+    return os.path.join(_cache_dir(), f"edist_{key['model']}_d{key['dim']}_{key['dtype']}_{digest}.npz")
 
 
 def table_problem(table: EDistTable, n: np.ndarray) -> str | None:
@@ -334,19 +356,29 @@ def table_problem(table: EDistTable, n: np.ndarray) -> str | None:
     return None
 
 
-def edist_table(dim: int, dtype: str = "float32", *, chains: int = TABLE_CHAINS, seed: int = 12345,
-                n_max: int = TABLE_N_MAX, points: int = TABLE_POINTS, cache: bool = True) -> EDistTable:
-    """Tabulate E[W2(G(n), P_r)] for n on a log grid from 2 to ``n_max`` (cached).
+def edist_table(dim: int | None = None, dtype: str = "float32", *, chains: int | None = None, seed: int = 12345,
+                n_max: int | None = None, points: int | None = None, cache: bool = True,
+                model: ModelChoice | None = None) -> EDistTable:
+    """Tabulate E[W2(G(n), P_r)] for n on a log grid (cached).
 
-    G(n) is generation 1 of the loop: the Gaussian fitted to n points of
-    N(0, I_d) by Eq. (1), from the exact engine. The cache file is keyed by
-    :func:`table_key` (madjax's version, the algorithm, the reference, d,
-    dtype, chains, seed and grid) and holds a checksum of its arrays; a file
-    that is unreadable, stale, altered or fails :func:`table_problem` is
-    rebuilt with one warning line.
+    G(n) is generation 1 of the loop: the model fitted to n points of its
+    target (the Gaussian of Eq. (1) from the exact engine by default; any
+    registered jittable ``model``, whose ``w2`` is its own distance -- the
+    GMM's mixture W2, the KDE's Sinkhorn W2 with its sample-size floor). The
+    grid runs from the fewest points a fit takes to ``n_max`` (default: as far
+    as the model's cost allows, :data:`madjax.models.MODELS`); beyond it n_e is
+    reported as a bound. Point models' sizes are grouped by buffer capacity
+    level, one compilation per level. The cache file is keyed by
+    :func:`table_key` (madjax's version, the algorithm, the model and its
+    options, d, dtype, chains, seed and grid) and holds a checksum of its
+    arrays; a file that is unreadable, stale, altered or fails
+    :func:`table_problem` is rebuilt with one warning line.
     """
-    n = table_grid(n_max, points)
-    key = table_key(dim, dtype, chains, seed, n_max, points)
+    model = gaussian_choice(model, dim, dtype)
+    n_min, default_max, default_chains, default_points = model.entry.table
+    n_max, chains, points = n_max or default_max, chains or default_chains, points or default_points
+    n = table_grid(n_max, points, n_min)
+    key = table_key(model.dim, model.dtype, chains, seed, n_max, points, model)
     path = table_path(key)
     if cache and os.path.exists(path):
         try:
@@ -357,14 +389,26 @@ def edist_table(dim: int, dtype: str = "float32", *, chains: int = TABLE_CHAINS,
             rebuild_notice("E-dist", path, f"is invalid ({problem})")
         except StaleCache as err:
             rebuild_notice("E-dist", path, f"is {err}")
-    log.info("building the E-dist table E[W2(G(n), P_r)] for d = %d, %s: %d sizes x %d chains", dim, dtype, len(n),
-             chains)
-    spec = LoopSpec(kind="fresh", model=GaussianSpec(dim=dim, dtype=dtype))
-    params = stack_params([LoopParams.create(n_ini=int(k), n_real=2, n_syn=0, dtype=dtype) for k in n])
-    from madjax.loops import run_cells_jit
-
-    w2 = np.asarray(run_cells_jit(jax.random.key(seed), jnp.arange(chains, dtype=jnp.uint32), params, spec, 1).w2,
-                    np.float64)[:, :, 0]
+    log.info("building the E-dist table E[W2(G(n), P_r)] of the %s model for d = %d, %s: %d sizes x %d chains",
+             model.name, model.dim, model.dtype, len(n), chains)
+    w2 = np.full((len(n), chains), np.nan)
+    groups: dict = {}
+    for i, k in enumerate(n):
+        groups.setdefault(model.group_key("fresh", dict(n_ini=int(k), n_real=0, n_syn=0)), []).append(i)
+    for gkey, idx in groups.items():
+        spec = LoopSpec(kind="fresh", model=model.group_spec(gkey))
+        per_chain = model.entry.cost(spec.model, 1, 1, False)[0]
+        batch = max(1, min(len(idx), CHUNK_BYTES // (per_chain * chains)))
+        chain_chunk = chains if batch > 1 else max(1, min(chains, CHUNK_BYTES // per_chain))
+        for start in range(0, len(idx), batch):
+            cells = idx[start:start + batch]
+            padded = cells + [cells[-1]] * (batch - len(cells))  # fixed batch shape: one compilation
+            params = stack_params([LoopParams.create(n_ini=int(n[i]), dtype=model.dtype) for i in padded])
+            for c0 in range(0, chains, chain_chunk):
+                ids = jnp.arange(c0, min(chains, c0 + chain_chunk), dtype=jnp.uint32)
+                rec = run_cells_jit(jax.random.key(seed), ids, params, spec, 1)
+                rec = rec["w2"] if isinstance(rec, dict) else rec.w2
+                w2[cells, c0:c0 + len(ids)] = np.asarray(rec, np.float64)[: len(cells), :, 0]
     mean = np.minimum.accumulate(w2.mean(1))  # CRN makes it smooth; enforce monotone for inversion
     table = EDistTable(n, mean, w2.std(1, ddof=1) / math.sqrt(chains))
     if cache:
@@ -399,12 +443,15 @@ def invert(table: EDistTable, wd: float, wd_se: float) -> EffectiveSize:
 # ----------------------------------------------------------------------------- public API
 
 
-def validate_inputs(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype):
+def validate_inputs(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype, model: ModelChoice | None = None):
     """Check the inputs shared by :func:`effective_size` and :func:`admissibility_threshold` (``n_syn`` may be
-    None); returns them normalised or raises :class:`~madjax.validation.ParameterError` naming the first bad one."""
+    None); returns them normalised or raises :class:`~madjax.validation.ParameterError` naming the first bad one.
+    ``model`` (default: the Gaussian) sets the fewest real points a fit takes."""
     check_choice("loop", loop, EFFECTIVE_LOOPS)
-    dim = check_int("dim", dim, minimum=1)
-    n_real = check_int("n_real", n_real, minimum=2)
+    if model is None:
+        dim = check_int("dim", dim, minimum=1)
+    fewest = 2 if model is None else model.min_points
+    n_real = check_int("n_real", n_real, minimum=fewest)
     if n_syn is not None:
         n_syn = check_int("n_syn", n_syn, minimum=0)
     lam = check_lam(lam)
@@ -424,9 +471,17 @@ def result_record(est: WDEstimate, ne: EffectiveSize, n_real: int, chains: int) 
     }
 
 
-def effective_size(*, loop="fresh", dim, n_real, n_syn, lam=1.0, memory=1, chains=256, seed=0,
-                   dtype="float32", w2_every=1, allow_large=False) -> dict:
+def effective_size(*, loop="fresh", dim=None, n_real, n_syn, lam=1.0, memory=1, chains=256, seed=0,
+                   dtype="float32", w2_every=1, allow_large=False, model="gaussian", target=None, bandwidth=None,
+                   n_eval=None, table_n_max=None) -> dict:
     """WD(n_r, n_s, λ), n_e and n_e/n_r with standard errors (Eq. 2, 3).
+
+    ``model`` is any jittable model of :data:`madjax.models.MODELS`
+    (``"gaussian"``, ``"gmm"``, ``"kde"``) with its ``target`` and options
+    (``bandwidth``, ``n_eval``); WD is then its own distance (module
+    docstring) and the E-dist table is the model's, tabulated up to
+    ``table_n_max`` (default: as far as the model's cost allows; beyond it n_e
+    is a bound).
 
     ``w2_every = k`` averages W2 over every k-th generation of the steady
     window (consecutive generations are strongly correlated, so the standard
@@ -444,25 +499,40 @@ def effective_size(*, loop="fresh", dim, n_real, n_syn, lam=1.0, memory=1, chain
       >>> r["n_e_bound"] is None and abs(r["n_e_ratio"] - 1) < 0.2
       True
     """
+    choice = choose_model(model, dim=dim, dtype=dtype, target=target, w2_every=w2_every, bandwidth=bandwidth,
+                          n_eval=n_eval)
     loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype = validate_inputs(
-        loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype)
+        loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype, choice)
     if n_syn is None:
         raise ParameterError("n_syn", "is required (or use threshold search)")
-    w2_every = check_int("w2_every", w2_every, minimum=1)
+    if table_n_max is not None:
+        check_int("table_n_max", table_n_max, minimum=choice.entry.table[0] + 1)
     cell = dict(n_real=n_real, n_syn=n_syn, lam=lam, memory=memory)
-    check_steady_resources([cell], dim=dim, chains=chains, dtype=dtype, memory_slots=memory, allow_large=allow_large)
-    table = edist_table(dim, dtype)
-    (est,) = steady_wd_cells([cell], loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory,
-                             w2_every=w2_every)
+    check_steady_resources([cell], chains=chains, memory_slots=memory, allow_large=allow_large, model=choice)
+    table = edist_table(model=choice, n_max=table_n_max)
+    (est,) = steady_wd_cells([cell], loop=loop, chains=chains, seed=seed, memory_slots=memory, model=choice)
     return result_record(est, invert(table, est.wd, est.wd_se), n_real, chains)
 
 
-def ratio_curve(n_syn_values, *, loop, dim, n_real, lam, memory, chains, seed, dtype, table, horizon_T=None,
-                w2_every=1):
+def choose_model(model="gaussian", *, dim=None, dtype="float32", target=None, w2_every=1, bandwidth=None,
+                 n_eval=None) -> ModelChoice:
+    """The :class:`~madjax.models.ModelChoice` of keyword options (only the model's own may be given)."""
+    if isinstance(model, ModelChoice):
+        return model
+    options = dict(bandwidth=bandwidth, n_eval=n_eval)
+    if model == "gaussian":
+        options["w2_every"] = check_int("w2_every", w2_every, minimum=1)
+    elif w2_every != 1:
+        raise ParameterError("w2_every", f"is an option of the Gaussian model, not of the {model} model")
+    return ModelChoice.create(model, dim=dim, dtype=dtype, target=target, **options)
+
+
+def ratio_curve(n_syn_values, *, loop, dim=None, n_real, lam, memory, chains, seed, dtype="float32", table,
+                horizon_T=None, w2_every=1, model: ModelChoice | None = None):
     """n_e/n_r and its se for several n_s at once (one compilation, common random numbers)."""
     cells = [dict(n_real=n_real, n_syn=int(s), lam=lam, memory=memory) for s in n_syn_values]
     ests = steady_wd_cells(cells, loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory,
-                           horizon_T=horizon_T, w2_every=w2_every)
+                           horizon_T=horizon_T, w2_every=w2_every, model=model)
     recs = [result_record(e, invert(table, e.wd, e.wd_se), n_real, chains) for e in ests]
     return recs
 
@@ -474,9 +544,10 @@ def threshold_grid(n_real: int, ratio_max: float = 100.0, points: int = 9) -> np
                      .astype(int))
 
 
-def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=256, seed=0, dtype="float32",
+def admissibility_threshold(*, loop="fresh", dim=None, n_real, lam, memory=1, chains=256, seed=0, dtype="float32",
                             ratio_max: float = 100.0, points: int = 9, z: float = 1.96, w2_every: int = 1,
-                            progress: bool = False, allow_large: bool = False) -> dict:
+                            progress: bool = False, allow_large: bool = False, model="gaussian", target=None,
+                            bandwidth=None, n_eval=None, table_n_max=None) -> dict:
     """The admissibility boundary n_s*(n_r, λ): where n_e/n_r crosses 1.
 
     A coarse log grid of n_s ∈ [0.05 n_r, ratio_max · n_r] brackets the sign
@@ -488,22 +559,24 @@ def admissibility_threshold(*, loop="fresh", dim, n_real, lam, memory=1, chains=
     over the whole range (e.g. λ = 1), ``n_syn_star`` is None and
     ``n_syn_star_lo`` is the largest n_s tried (a lower bound). ``w2_every``
     as in :func:`effective_size`, ``allow_large`` as in :func:`effective_size`;
-    ``progress`` shows a bar over the n_s evaluated.
+    ``progress`` shows a bar over the n_s evaluated; the model and its options
+    as in :func:`effective_size`.
     """
+    choice = choose_model(model, dim=dim, dtype=dtype, target=target, w2_every=w2_every, bandwidth=bandwidth,
+                          n_eval=n_eval)
     loop, dim, n_real, _, lam, memory, chains, seed, dtype = validate_inputs(
-        loop, dim, n_real, None, lam, memory, chains, seed, dtype)
-    w2_every = check_int("w2_every", w2_every, minimum=1)
+        loop, dim, n_real, None, lam, memory, chains, seed, dtype, choice)
     check_int32("n_real", round(n_real * ratio_max) + n_real, f"n_real + the largest n_syn searched "
                                                               f"({ratio_max:g} n_real)")
     grid = threshold_grid(n_real, ratio_max, points)
     # one horizon for every evaluation: same chains, same generations (CRN)
     horizon_T = max(horizon(burn_in(n_real, int(s), memory)) for s in grid)
-    check_steady_resources([dict(n_real=n_real, n_syn=int(s), memory=memory) for s in grid] * 2, dim=dim,
-                           chains=chains, dtype=dtype, memory_slots=memory, horizon_T=horizon_T,
-                           allow_large=allow_large)  # twice: the bracket, then as many points inside it
-    table = edist_table(dim, dtype)
-    kw = dict(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains, seed=seed, dtype=dtype,
-              table=table, w2_every=w2_every, horizon_T=horizon_T)
+    check_steady_resources([dict(n_real=n_real, n_syn=int(s), memory=memory) for s in grid] * 2, chains=chains,
+                           memory_slots=memory, horizon_T=horizon_T, allow_large=allow_large,
+                           model=choice)  # twice: the bracket, then as many points inside it
+    table = edist_table(model=choice, n_max=table_n_max)
+    kw = dict(loop=loop, n_real=n_real, lam=lam, memory=memory, chains=chains, seed=seed, table=table,
+              horizon_T=horizon_T, model=choice)
     with progress_bar(total=len(grid) + points, desc=f"n_s* root finding (n_r = {n_real}, λ = {lam:g})",
                       enabled=progress, unit="n_s") as bar:
         return _bracket_and_refine(grid, kw, points, z, bar)

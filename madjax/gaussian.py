@@ -2,8 +2,9 @@
 
 The model of paper Eq. (1) fits ``G = N(μ̂, Σ̂)`` to n points by the sample
 mean and the unbiased covariance ``Σ̂ = scatter / (n − 1)``, and samples with
-bias λ from ``N(μ̂, λ Σ̂)``. Two engines implement it behind the same
-:class:`GaussianEngine` record (DESIGN §2, §6):
+bias λ from ``N(μ̂, λ Σ̂)``. Three engines implement it behind the
+same :class:`~madjax.base.LoopModel` record (DESIGN §2, §6), chosen by a
+:class:`GaussianSpec`:
 
 * ``gaussian_exact(dim)`` never draws points. The fitted statistics of n
   samples from ``N(m, S)`` are exactly
@@ -69,14 +70,16 @@ most ``min(n − 1, r)``; the union of groups of points spans at most
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import eigh_tridiagonal
 
-from madjax.base import Array
+from madjax.base import Array, LoopModel
+from madjax.validation import ParameterError, check_choice, check_int
 
 
 class Stats(NamedTuple):
@@ -175,27 +178,6 @@ class FactoredStats(NamedTuple):
     log_diag: Array
     log_diag_err: Array
     rank: Array
-
-
-class GaussianEngine(NamedTuple):
-    """The generation-step interface of a Gaussian model plus its data algebra.
-
-    ``init``/``fit``/``sample`` follow :class:`madjax.base.GenerativeModel`;
-    ``init`` returns the reference ``P_r = N(0, I_d)``; ``sample_real(key, n)``
-    draws real data from it (``sample`` at λ = 1, short-cut where L = I).
-    The loop driver combines training-set parts with ``concat`` and keeps an
-    accumulated synthetic pool with ``pool_init``/``pool_append``.
-    """
-
-    init: Callable
-    fit: Callable
-    sample: Callable
-    sample_real: Callable
-    concat: Callable
-    pool_init: Callable
-    pool_append: Callable
-    dim: int
-    dtype: str
 
 
 # ----------------------------------------------------------------------------- shared
@@ -401,7 +383,57 @@ def pool_stats(parts: Stats) -> Stats:
 # ----------------------------------------------------------------------------- engines
 
 
-def gaussian_exact(dim: int, dtype="float32", factor: str = "eigh") -> GaussianEngine:
+def mixture_by_counts(sample, concat):
+    """``sample_mixture`` for a model whose draws of n from each slot can be pooled:
+    the group sizes are Multinomial(n, uniform over the valid slots) (each sample's
+    model is drawn uniformly, DESIGN §1), each slot draws its group, ``concat`` pools them."""
+
+    def sample_mixture(key, history, valid, n, lam):
+        k_counts, k_draw = jax.random.split(key)
+        slots = valid.shape[0]
+        weights = valid.astype(jnp.float32)
+        counts = jax.random.multinomial(k_counts, jnp.asarray(n, jnp.float32), weights / jnp.sum(weights))
+        keys = jax.random.split(k_draw, slots)
+        groups = jax.vmap(sample, in_axes=(0, 0, 0, None))(keys, history, counts.astype(jnp.int32), lam)
+        return concat(*(jax.tree.map(lambda x, i=i: x[i], groups) for i in range(slots)))
+
+    return sample_mixture
+
+
+def _confine(data, first):
+    """Fully synthetic loop: every later point lies in G¹'s support, so no rank exceeds G¹'s."""
+    return data._replace(rank=jnp.minimum(data.rank, first.rank))
+
+
+def diagnose_every(params, t, factor: str = "eigh", w2_every: int = 1) -> Diagnostics:
+    """Generation ``t``'s :class:`Diagnostics`; the spectral ones only on t = 1, 1 + k, 1 + 2k, …
+    (``k = w2_every``), NaN on the others."""
+    moments = diagnose_moments(params, factor)
+    if w2_every == 1:
+        return add_spectrum(moments, params, factor)
+    # t is the scan's own counter, shared by all chains: under vmap this stays a
+    # real branch, so skipped generations skip the eigen-solve.
+    return jax.lax.cond(jnp.mod(t - 1, w2_every) == 0,
+                        lambda: add_spectrum(moments, params, factor), lambda: moments)
+
+
+def _loop_model(*, init, fit, sample, sample_real, concat, empty, append, size, factor, w2_every) -> LoopModel:
+    """The :class:`~madjax.base.LoopModel` of a Gaussian engine: ``fit`` returns ``(params, ())``
+    (the moment estimator has nothing to report), diagnostics by :func:`diagnose_every`."""
+
+    def fit_info(key, params, data):
+        return fit(key, params, data), ()
+
+    def diagnose(key, params, info, t):
+        del key, info
+        return diagnose_every(params, t, factor, w2_every)
+
+    return LoopModel(init=init, fit=fit_info, sample=sample, sample_real=sample_real,
+                     sample_mixture=mixture_by_counts(sample, concat), concat=concat, empty=empty, append=append,
+                     size=size, confine=_confine, diagnose=diagnose)
+
+
+def gaussian_exact(dim: int, dtype="float32", factor: str = "eigh", w2_every: int = 1) -> LoopModel:
     """The exact sufficient-statistic engine (DESIGN §2). ``Dataset`` = :class:`Stats`.
 
     Example:
@@ -409,7 +441,8 @@ def gaussian_exact(dim: int, dtype="float32", factor: str = "eigh") -> GaussianE
       >>> eng = gaussian_exact(3)
       >>> ref = eng.init(jax.random.key(0))
       >>> data = eng.sample(jax.random.key(1), ref, jnp.int32(50), 1.0)
-      >>> eng.fit(jax.random.key(2), ref, data).cov.shape
+      >>> g, info = eng.fit(jax.random.key(2), ref, data)
+      >>> g.cov.shape
       (3, 3)
     """
     dtype = jnp.dtype(dtype)
@@ -425,20 +458,19 @@ def gaussian_exact(dim: int, dtype="float32", factor: str = "eigh") -> GaussianE
     def concat(*parts: Stats) -> Stats:
         return pool_stats(jax.tree.map(lambda *xs: jnp.stack(xs), *parts))
 
-    def pool_init(generations: int) -> Stats:
+    def empty(generations: int) -> Stats:
         del generations
         return Stats(jnp.int32(0), jnp.zeros((dim,), dtype), jnp.zeros((dim, dim), dtype), jnp.int32(-1))
-
-    def pool_append(pool: Stats, new: Stats) -> Stats:
-        return concat(pool, new)
 
     def sample_real(key, n) -> Stats:
         return sample_reference_stats(key, n, dim, dtype)
 
-    return GaussianEngine(init, fit, sample_stats, sample_real, concat, pool_init, pool_append, dim, dtype.name)
+    return _loop_model(init=init, fit=fit, sample=sample_stats, sample_real=sample_real, concat=concat,
+                       empty=empty, append=concat, size=lambda data: data.n, factor=factor, w2_every=w2_every)
 
 
-def gaussian_sampled(dim: int, max_points: int, dtype="float32", factor: str = "eigh") -> GaussianEngine:
+def gaussian_sampled(dim: int, max_points: int, dtype="float32", factor: str = "eigh",
+                     w2_every: int = 1) -> LoopModel:
     """The sample-based engine: draw the points, fit them by Eq. (1).
 
     Every draw fills a buffer of ``max_points`` rows (static) of which the
@@ -473,12 +505,12 @@ def gaussian_sampled(dim: int, max_points: int, dtype="float32", factor: str = "
             rank=union_rank(ranks, dim),
         )
 
-    def pool_init(generations: int) -> Points:
+    def empty(generations: int) -> Points:
         # (T − 1) appends of max_points rows each, written at the count of valid rows.
         size = max(generations, 1) * max_points
         return Points(jnp.zeros((size, dim), dtype), jnp.zeros((size,), bool), jnp.int32(-1))
 
-    def pool_append(pool: Points, new: Points) -> Points:
+    def append(pool: Points, new: Points) -> Points:
         count = jnp.sum(pool.mask).astype(jnp.int32)
         x = jax.lax.dynamic_update_slice(pool.x, new.x, (count, jnp.int32(0)))
         n_new = jnp.sum(new.mask).astype(jnp.int32)
@@ -488,7 +520,9 @@ def gaussian_sampled(dim: int, max_points: int, dtype="float32", factor: str = "
     def sample_real(key, n) -> Points:
         return sample(key, standard_normal_params(dim, dtype), n, 1.0)
 
-    return GaussianEngine(init, fit, sample, sample_real, concat, pool_init, pool_append, dim, dtype.name)
+    return _loop_model(init=init, fit=fit, sample=sample, sample_real=sample_real, concat=concat, empty=empty,
+                       append=append, size=lambda data: jnp.sum(data.mask).astype(jnp.int32), factor=factor,
+                       w2_every=w2_every)
 
 
 def _kahan_add(total: Array, err: Array, x: Array) -> tuple[Array, Array]:
@@ -509,7 +543,7 @@ def _normalised(prod: Array) -> tuple[Array, Array]:
     return prod / m, jnp.log(m)
 
 
-def gaussian_factored(dim: int, dtype="float32") -> GaussianEngine:
+def gaussian_factored(dim: int, dtype="float32", w2_every: int = 1) -> LoopModel:
     """The exact engine in square-root form, for the fully synthetic loop (module docstring).
 
     ``Dataset`` = :class:`FactoredStats`, params = :class:`FactoredGaussian`.
@@ -527,7 +561,7 @@ def gaussian_factored(dim: int, dtype="float32") -> GaussianEngine:
       >>> import jax, jax.numpy as jnp
       >>> eng = gaussian_factored(3)
       >>> data = eng.sample_real(jax.random.key(0), jnp.int32(50))
-      >>> g = eng.fit(jax.random.key(1), None, data)
+      >>> g, _ = eng.fit(jax.random.key(1), None, data)
       >>> g.root.shape, bool(jnp.all(jnp.triu(g.root, 1) == 0))
       ((3, 3), True)
     """
@@ -567,12 +601,12 @@ def gaussian_factored(dim: int, dtype="float32") -> GaussianEngine:
     def concat(*parts):
         raise ValueError("factor: factored statistics cannot be pooled; use factor='eigh' or 'cholesky'")
 
-    def pool_init(generations: int) -> FactoredStats:
+    def empty(generations: int) -> FactoredStats:
         del generations  # a placeholder: the factored loop keeps no pool
-        empty = init(None)
-        return FactoredStats(jnp.int32(0), *empty[:-1], jnp.int32(-1))
+        return FactoredStats(jnp.int32(0), *init(None)[:-1], jnp.int32(-1))
 
-    return GaussianEngine(init, fit, sample, sample_real, concat, pool_init, concat, dim, dtype.name)
+    return _loop_model(init=init, fit=fit, sample=sample, sample_real=sample_real, concat=concat, empty=empty,
+                       append=concat, size=lambda data: data.n, factor="factored", w2_every=w2_every)
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -698,3 +732,103 @@ def diagnose_moments(params, factor: str = "eigh") -> Diagnostics:
         w2=nan, mean_sq_norm=jnp.sum(params.mean**2), cov_trace=trace.astype(dtype), cov_logdet=nan,
         cov_rank=params.rank, underflow=underflow, nonfinite=~finite, logdet_lost=jnp.asarray(False),
     )
+
+
+# ----------------------------------------------------------------------------- the model spec
+
+ENGINES = ("exact", "sampled")
+FACTORED_ONLY = ("factored needs the fully-synthetic loop with memory 1, no accumulate and the exact engine "
+                 "(other loops pool real and synthetic data); use eigh, cholesky or auto")
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianSpec:
+    """The Gaussian model of Eq. (1) on the target ``P_r = N(0, I_d)`` (static, hashable).
+
+    Attributes:
+      dim: dimension d.
+      dtype: ``"float32"`` or ``"float64"``.
+      engine: ``"exact"`` (sufficient statistics, :func:`gaussian_exact`) or
+        ``"sampled"`` (points, :func:`gaussian_sampled`).
+      factor: ``"eigh"`` (always valid), ``"cholesky"`` (valid when every fit
+        has full rank by construction) or ``"factored"`` (the square root
+        carried as a product of triangles, exact log det; the fully synthetic
+        loop with K = 1, no accumulation, exact engine), see
+        :func:`choose_factor` and the module docstring.
+      max_points: rows per draw of the sampled engine (ignored by exact).
+      w2_every: compute the spectral diagnostics (``w2``, ``cov_logdet``,
+        ``underflow`` from the spectrum) only on generations 1, 1 + k, 1 + 2k, …
+        and record NaN on the others. With ``factor="cholesky"`` nothing else
+        needs the spectrum, so the skipped generations cost a Cholesky instead
+        of an eigen-solve (benchmarks/README.md).
+    """
+
+    dim: int
+    dtype: str = "float32"
+    engine: str = "exact"
+    factor: str = "eigh"
+    max_points: int = 0
+    w2_every: int = 1
+
+    name = "gaussian"
+
+    def __post_init__(self):
+        check_int("dim", self.dim, minimum=1)
+        check_choice("engine", self.engine, ENGINES)
+        check_choice("factor", self.factor, FACTORS)
+        check_int("w2_every", self.w2_every, minimum=1)
+        if self.engine == "sampled":
+            check_int("max_points", self.max_points, minimum=2)
+
+    @property
+    def points(self) -> int:
+        """Rows per draw held in memory (0: the exact engine draws none)."""
+        return self.max_points if self.engine == "sampled" else 0
+
+    def check_loop(self, kind: str, memory: int, accumulate: bool) -> None:
+        if self.factor == "factored" and not factored_loop(kind, memory=memory, accumulate=accumulate,
+                                                           engine=self.engine):
+            raise ParameterError("factor", FACTORED_ONLY)
+
+    def build(self) -> LoopModel:
+        if self.factor == "factored":
+            return gaussian_factored(self.dim, self.dtype, self.w2_every)
+        if self.engine == "exact":
+            return gaussian_exact(self.dim, self.dtype, self.factor, self.w2_every)
+        return gaussian_sampled(self.dim, self.max_points, self.dtype, self.factor, self.w2_every)
+
+
+def full_rank(kind: str, dim: int, *, n_ini, n_real, n_syn) -> bool:
+    """Whether every fitted Σ of the loop has rank d by construction, for all cells given.
+
+    A set of n points from a rank-d Gaussian spans d dimensions iff n ≥ d + 1;
+    a union of groups spans at least as much as its largest. By induction from
+    G¹ (fitted to n_ini points, or to D_r in synthetic augmentation), every
+    model has rank d iff each training set holds ≥ d + 1 points: the smallest
+    is generation 2's (accumulation and memory only add points or groups).
+    Sizes may be scalars or arrays (all cells of a grid).
+    """
+    n_ini, n_real, n_syn = (np.asarray(v, np.int64) for v in (n_ini, n_real, n_syn))
+    first = n_real if kind == "synthetic-augmentation" else n_ini
+    later = n_syn if kind == "fully-synthetic" else n_real + n_syn
+    return bool(np.all(first >= dim + 1) and np.all(later >= dim + 1))
+
+
+def factored_loop(kind: str, *, memory: int = 1, accumulate: bool = False, engine: str = "exact") -> bool:
+    """Whether each generation trains on one sample of one model only, so Σ_t need never be formed.
+
+    That is the fully synthetic loop with K = 1 and no accumulation on the
+    exact engine: ``L_t = sqrt(λ / (n_s − 1)) L_{t−1} A_t``
+    (:func:`gaussian_factored`). Every other loop pools groups of points,
+    whose scatter is a sum, not a product.
+    """
+    return kind == "fully-synthetic" and memory == 1 and not accumulate and engine == "exact"
+
+
+def choose_factor(kind: str, dim: int, *, n_ini, n_real, n_syn, memory: int = 1, accumulate: bool = False,
+                  engine: str = "exact") -> str:
+    """``"factored"`` where :func:`factored_loop` holds; else ``"cholesky"`` where
+    :func:`full_rank` holds for every cell; else ``"eigh"``."""
+    if factored_loop(kind, memory=memory, accumulate=accumulate, engine=engine):
+        return "factored"
+    return "cholesky" if full_rank(kind, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn) else "eigh"

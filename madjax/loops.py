@@ -1,9 +1,9 @@
-"""One loop driver for every self-consuming loop (paper §2, App. A; DESIGN §1, §6).
+"""One loop layer for every model: the generation step and the ``scan × vmap`` executor.
 
 Generation 1 is fitted to real data only: ``n_ini`` fresh samples, except in
 the synthetic-augmentation loop, where G¹ is fitted to the real set D_r
 (``n_real`` samples) that is reused at every generation. For t ≥ 2 the
-training set of generation t is
+training set of generation t is (paper §2, App. A; DESIGN §1)
 
 =========================  ===================================  ==========================
 loop                       real part                            synthetic part
@@ -13,49 +13,55 @@ synthetic-augmentation     the same D_r (n_r) every generation  n_s samples from
 fresh                      n_r **new** real samples             n_s samples from G^{t−1}
 =========================  ===================================  ==========================
 
-Variants: sampling bias λ (the model samples ``N(μ, λΣ)``); memory K -- each
-synthetic sample comes from a model drawn uniformly among the last K
-generations that exist, t−K … t−1 (the paper writes τ = t−1−K … t−1; we read
-that as K models), so the group sizes are Multinomial(n_s, uniform); an
-accumulating synthetic pool (App. A.2: the pool keeps all previous
-generations' samples, n_s^t = (t − 1) n_s); real fraction p of a total n
-(``n_r = round(p n)``, ``n_s = n − n_r``).
+Variants: sampling bias λ (the model's ``sample(key, params, n, lam)``);
+memory K -- each synthetic sample comes from a model drawn uniformly among the
+last K generations that exist, t−K … t−1 (the paper writes τ = t−1−K … t−1;
+we read that as K models); an accumulating synthetic pool (App. A.2: the pool
+keeps all previous generations' samples, n_s^t = (t − 1) n_s); real fraction p
+of a total n (``n_r = round(p n)``, ``n_s = n − n_r``, :meth:`LoopParams.split_total`).
 
-What changes shapes or code paths is static (:class:`LoopSpec`); what users
-sweep is a traced array leaf (:class:`LoopParams`), so one compiled function
-serves a whole grid. :func:`run_chain` is one ``lax.scan`` over generations;
-:func:`run_chains` vmaps it over chains whose keys are
-``fold_in(seed_key, chain_index)``, so no number depends on chunking or on the
-device count.
+**One step.** :func:`first_training_set` and :func:`training_set` are the
+single definition of what a generation trains on. They only use the model's
+``sample``, ``sample_mixture``, ``sample_real`` and its data algebra
+(``concat``/``append``/``confine``; :class:`~madjax.base.LoopModel`), so the
+exact Gaussian (sufficient statistics), the sampled Gaussian, the GMM and the
+KDE (masked point buffers) run through them, and so does the deep host loop
+(:func:`madjax.deep.loop.run_loop`, pytrees of rows).
+
+**The scan × vmap executor** (this module): :func:`run_chain` is one
+``lax.scan`` over generations; :func:`run_chains` vmaps it over chains whose
+keys are ``fold_in(seed_key, chain_index)``; :func:`run_cells` vmaps that over
+a grid of swept values; :func:`run_chunked` streams chains through bounded
+chunks, each sharded over a ``("chain",)`` mesh and padded to the device
+count, and gathers the shares of ``jax.distributed`` processes -- so no number
+depends on chunking, devices or processes.
+
+**Keys.** Generation t of a chain uses ``g = fold_in(chain_key, t)``, split
+into ``(k_real, k_syn, k_fit)``; its diagnostics use ``fold_in(g, 3)``; the
+model's ``init`` gets ``fold_in(chain_key, 0)``.
+
+**What compiles.** Everything that changes shapes or code paths is static
+(:class:`LoopSpec`: loop kind, K_max, accumulation, and the model's spec --
+dimension, dtype, engine, buffer capacities); everything users sweep is a
+traced leaf (:class:`LoopParams`: n_ini, n_r, n_s, λ, K ≤ K_max). The unit of
+compilation is therefore (spec, T, chunk shape): a whole grid of (n_r, n_s,
+λ, K) cells is one executable per horizon level (``madjax.effective``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from madjax.base import Array
+from madjax.base import Array, LoopModel, ModelSpec
 from madjax.distributed import chain_devices
-from madjax.gaussian import (
-    FACTORS,
-    Diagnostics,
-    GaussianEngine,
-    add_spectrum,
-    diagnose_moments,
-    gaussian_exact,
-    gaussian_factored,
-    gaussian_sampled,
-)
 from madjax.validation import ParameterError, check_choice, check_int
 
 LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
-FACTORED_ONLY = ("factored needs the fully-synthetic loop with memory 1, no accumulate and the exact engine "
-                 "(other loops pool real and synthetic data); use eigh, cholesky or auto")
-ENGINES = ("exact", "sampled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,103 +70,33 @@ class LoopSpec:
 
     Attributes:
       kind: ``"fully-synthetic"``, ``"synthetic-augmentation"`` or ``"fresh"``.
+      model: the model's static spec (:class:`~madjax.gaussian.GaussianSpec`,
+        :class:`~madjax.gmm.GMMSpec`, :class:`~madjax.kde.KDESpec`), which
+        may refuse a loop variant it cannot run (one line naming the option).
       memory: K_max, the number of model slots in the ring buffer; the traced
         ``LoopParams.memory`` (1 ≤ K ≤ K_max) selects how many are used.
       accumulate: keep every previous generation's synthetic samples.
-      engine: ``"exact"`` (sufficient statistics) or ``"sampled"`` (points).
-      dim: dimension d.
-      max_points: buffer rows per draw of the sampled engine (ignored by exact).
-      dtype: ``"float32"`` or ``"float64"``.
-      factor: ``"eigh"`` (always valid), ``"cholesky"`` (Cholesky for sampling,
-        eigenvalues without eigenvectors for the diagnostics; valid when every
-        fit has full rank by construction) or ``"factored"`` (the square root
-        carried as a product of triangular factors, exact log det; the fully
-        synthetic loop with K = 1, no accumulation, exact engine), see
-        :func:`choose_factor` and the module docstring of :mod:`madjax.gaussian`.
-      w2_every: compute the spectral diagnostics (``w2``, ``cov_logdet``,
-        ``underflow`` from the spectrum) only on generations 1, 1 + k, 1 + 2k, …
-        and record NaN on the others. With ``factor="cholesky"`` nothing else
-        needs the spectrum, so the skipped generations cost a Cholesky instead
-        of an eigen-solve (benchmarks/README.md).
     """
 
     kind: str
-    dim: int
+    model: ModelSpec
     memory: int = 1
     accumulate: bool = False
-    engine: str = "exact"
-    max_points: int = 0
-    dtype: str = "float32"
-    factor: str = "eigh"
-    w2_every: int = 1
 
     def __post_init__(self):
         check_choice("loop", self.kind, LOOPS)
-        check_choice("engine", self.engine, ENGINES)
-        check_choice("factor", self.factor, FACTORS)
-        check_int("w2_every", self.w2_every, minimum=1)
-        check_int("dim", self.dim, minimum=1)
         check_int("memory", self.memory, minimum=1)
         if self.accumulate and self.memory > 1:
             raise ParameterError("memory", "memory K > 1 cannot be combined with accumulate")
-        if self.engine == "sampled":
-            check_int("max_points", self.max_points, minimum=2)
-        if self.factor == "factored" and not factored_loop(self.kind, memory=self.memory,
-                                                          accumulate=self.accumulate, engine=self.engine):
-            raise ParameterError("factor", FACTORED_ONLY)
+        self.model.check_loop(self.kind, self.memory, self.accumulate)
 
-    def engine_model(self) -> GaussianEngine:
-        if self.factor == "factored":
-            return gaussian_factored(self.dim, self.dtype)
-        if self.engine == "exact":
-            return gaussian_exact(self.dim, self.dtype, self.factor)
-        return gaussian_sampled(self.dim, self.max_points, self.dtype, self.factor)
+    @property
+    def dim(self) -> int:
+        return self.model.dim
 
-    def diagnose(self, model, t) -> Diagnostics:
-        """Diagnostics of generation ``t``'s model; spectral ones only every ``w2_every``-th."""
-        moments = diagnose_moments(model, self.factor)
-        if self.w2_every == 1:
-            return add_spectrum(moments, model, self.factor)
-        # t is the scan's own counter, shared by all chains: under vmap this
-        # stays a real branch, so skipped generations skip the eigen-solve.
-        return jax.lax.cond(jnp.mod(t - 1, self.w2_every) == 0,
-                            lambda: add_spectrum(moments, model, self.factor), lambda: moments)
-
-
-def full_rank(kind: str, dim: int, *, n_ini, n_real, n_syn) -> bool:
-    """Whether every fitted Σ of the loop has rank d by construction, for all cells given.
-
-    A set of n points from a rank-d Gaussian spans d dimensions iff n ≥ d + 1;
-    a union of groups spans at least as much as its largest. By induction from
-    G¹ (fitted to n_ini points, or to D_r in synthetic augmentation), every
-    model has rank d iff each training set holds ≥ d + 1 points: the smallest
-    is generation 2's (accumulation and memory only add points or groups).
-    Sizes may be scalars or arrays (all cells of a grid).
-    """
-    n_ini, n_real, n_syn = (np.asarray(v, np.int64) for v in (n_ini, n_real, n_syn))
-    first = n_real if kind == "synthetic-augmentation" else n_ini
-    later = n_syn if kind == "fully-synthetic" else n_real + n_syn
-    return bool(np.all(first >= dim + 1) and np.all(later >= dim + 1))
-
-
-def factored_loop(kind: str, *, memory: int = 1, accumulate: bool = False, engine: str = "exact") -> bool:
-    """Whether each generation trains on one sample of one model only, so Σ_t need never be formed.
-
-    That is the fully synthetic loop with K = 1 and no accumulation on the
-    exact engine: ``L_t = sqrt(λ / (n_s − 1)) L_{t−1} A_t``
-    (:func:`madjax.gaussian.gaussian_factored`). Every other loop pools
-    groups of points, whose scatter is a sum, not a product.
-    """
-    return kind == "fully-synthetic" and memory == 1 and not accumulate and engine == "exact"
-
-
-def choose_factor(kind: str, dim: int, *, n_ini, n_real, n_syn, memory: int = 1, accumulate: bool = False,
-                  engine: str = "exact") -> str:
-    """``"factored"`` where :func:`factored_loop` holds; else ``"cholesky"`` where
-    :func:`full_rank` holds for every cell; else ``"eigh"``."""
-    if factored_loop(kind, memory=memory, accumulate=accumulate, engine=engine):
-        return "factored"
-    return "cholesky" if full_rank(kind, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn) else "eigh"
+    @property
+    def dtype(self) -> str:
+        return self.model.dtype
 
 
 class LoopParams(NamedTuple):
@@ -172,6 +108,8 @@ class LoopParams(NamedTuple):
       n_syn: ``()`` int32, synthetic samples per generation t ≥ 2.
       lam: ``()`` float, sampling bias λ ∈ (0, 1].
       memory: ``()`` int32, memory K (1 ≤ K ≤ ``LoopSpec.memory``).
+
+    The host loop of the deep models uses the same record with Python scalars.
     """
 
     n_ini: Array
@@ -194,94 +132,194 @@ class LoopParams(NamedTuple):
         return n_real, n_total - n_real
 
 
-class ChainState(NamedTuple):
-    """Carry of the scan over generations.
+# ----------------------------------------------------------------------------- the generation step
 
-    Attributes:
-      models: :class:`GaussianParams` stacked over the K_max ring-buffer slots;
-        generation s lives in slot ``(s − 1) mod K_max``.
-      real: the fixed real set D_r (synthetic augmentation; else an unused placeholder).
-      pool: the accumulated synthetic pool (``accumulate``; else a placeholder).
-      support: ``()`` int32, cap on every later rank (fully synthetic: all
-        later points lie in G¹'s support; otherwise d).
+
+def first_training_set(key: Array, kind: str, model: LoopModel, params: LoopParams):
+    """Generation 1's training set: ``n_ini`` real draws, or D_r (``n_real`` draws) in
+    synthetic augmentation, where it is then reused at every generation."""
+    n = params.n_real if kind == "synthetic-augmentation" else params.n_ini
+    return model.sample_real(key, n)
+
+
+def training_set(k_real: Array, k_syn: Array, spec: LoopSpec, model: LoopModel, params: LoopParams, *,
+                 history, valid, real, pool, first=None):
+    """The training set of a generation t ≥ 2, and the updated accumulating pool.
+
+    Args:
+      k_real, k_syn: the generation's keys for new real data and for the synthetic draw.
+      spec: the loop (kind, K_max, accumulate).
+      model: the model record (its ``sample``, ``sample_mixture``,
+        ``sample_real``, ``concat``, ``append``, ``confine``).
+      params: sizes and λ (traced in the executor, Python scalars in the host loop).
+      history: the previous models: with ``spec.memory == 1`` the newest model's
+        parameters, else whatever ``model.sample_mixture`` takes (a ring buffer
+        stacked on a ``(K_max,)`` axis, or a list in the host loop).
+      valid: which slots of ``history`` hold one of the last K generations.
+      real: D_r (synthetic augmentation; ignored otherwise).
+      pool: the accumulated synthetic pool (``spec.accumulate``; else ignored).
+      first: G¹'s parameters (fully synthetic: later data lie in its support).
+
+    Returns:
+      ``(train, pool)``.
     """
+    if spec.memory == 1:
+        synthetic = model.sample(k_syn, history, params.n_syn, params.lam)
+    else:
+        synthetic = model.sample_mixture(k_syn, history, valid, params.n_syn, params.lam)
+    if spec.accumulate:
+        pool = model.append(pool, synthetic)
+        synthetic = pool
+    if spec.kind == "fresh":
+        train = model.concat(model.sample_real(k_real, params.n_real), synthetic)
+    elif spec.kind == "synthetic-augmentation":
+        train = model.concat(real, synthetic)
+    else:
+        train = model.confine(synthetic, first)
+    return train, pool
 
-    models: object
-    real: object
-    pool: object
-    support: Array
+
+def generation_keys(chain_key: Array, t) -> tuple[Array, Array, Array, Array]:
+    """``(k_real, k_syn, k_fit, k_diagnose)`` of generation ``t`` (module docstring)."""
+    g = jax.random.fold_in(chain_key, t)
+    k_real, k_syn, k_fit = jax.random.split(g, 3)
+    return k_real, k_syn, k_fit, jax.random.fold_in(g, 3)
 
 
-def _slot_mask(t: Array, memory: Array, slots: int) -> Array:
-    """Slots holding one of the generations ``max(1, t − K) … t − 1``: ``(K_max,)`` bool."""
+def slot_mask(t: Array, memory: Array, slots: int) -> Array:
+    """Ring-buffer slots holding one of the generations ``max(1, t − K) … t − 1``: ``(K_max,)`` bool.
+
+    Generation s lives in slot ``(s − 1) mod K_max``.
+    """
     j = jnp.arange(slots)
     gen = t - 1 - jnp.mod(t - 2 - j, slots)  # latest generation s ≤ t − 1 stored in slot j
     return (gen >= jnp.maximum(1, t - memory)) & (gen >= 1)
 
 
-def _synthetic(key, spec: LoopSpec, eng: GaussianEngine, models, params: LoopParams, t):
-    """n_s samples, each from a model drawn uniformly among the last K generations."""
-    if spec.memory == 1:
-        only = jax.tree.map(lambda x: x[0], models)
-        return eng.sample(key, only, params.n_syn, params.lam)
-    k_counts, k_draw = jax.random.split(key)
-    valid = _slot_mask(t, params.memory, spec.memory).astype(jnp.float32)
-    counts = jax.random.multinomial(k_counts, params.n_syn.astype(jnp.float32), valid / jnp.sum(valid))
-    keys = jax.random.split(k_draw, spec.memory)
-    groups = jax.vmap(eng.sample, in_axes=(0, 0, 0, None))(keys, models, counts.astype(jnp.int32), params.lam)
-    return eng.concat(*(jax.tree.map(lambda x, i=i: x[i], groups) for i in range(spec.memory)))
+# ----------------------------------------------------------------------------- scan × vmap
 
 
-def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int) -> Diagnostics:
-    """One chain of the loop: a ``lax.scan`` over generations 2 … T.
+class ChainState(NamedTuple):
+    """Carry of the scan over generations.
+
+    Attributes:
+      models: the fitted parameters stacked over the K_max ring-buffer slots.
+      real: D_r (synthetic augmentation; else None).
+      pool: the accumulated synthetic pool (``accumulate``; else None).
+      first: G¹'s parameters (fully synthetic; else None).
+    """
+
+    models: Any
+    real: Any
+    pool: Any
+    first: Any
+
+
+def ordered_scan(step, state, first_record, ts: Array):
+    """``lax.scan(step, ...)`` whose records are emitted one step late, generation 1's first.
+
+    jaxlib's CPU LAPACK kernels (up to at least 0.10.2) deadlock when two of
+    them run at once (benchmarks/README.md). Carrying each generation's record
+    and emitting it at the next step makes every factorisation of the loop
+    consume the one before, so XLA cannot schedule two concurrently. This helper
+    (and :func:`madjax.distributed.chain_devices`' single CPU device) can go
+    once the minimum jaxlib has the upstream fix.
+
+    ``step(state, t) -> (state, record)``; returns the records stacked over
+    ``(1 + len(ts),)`` and the final state.
+    """
+
+    def body(carry, t):
+        state, previous = carry
+        state, record = step(state, t)
+        return (state, record), previous
+
+    (state, last), records = jax.lax.scan(body, (state, first_record), ts)
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), records, last), state
+
+
+def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int, snapshots: tuple = ()):
+    """One chain of the loop: generation 1, then a ``lax.scan`` over generations 2 … T.
 
     Args:
-      key: the chain's PRNG key; generation t uses ``fold_in(key, t)``.
+      key: the chain's PRNG key (module docstring for the per-generation keys).
       params: :class:`LoopParams` (scalars).
       spec: :class:`LoopSpec` (static).
       generations: T (static).
+      snapshots: generations (static, 1 … T) whose fitted parameters are kept.
 
     Returns:
-      :class:`Diagnostics` with leaves of shape ``(T,)``, generation 1 first.
+      The model's diagnostics record with leaves of shape ``(T,)``, generation 1
+      first; with ``snapshots``, the pair ``(record, params)`` where ``params``
+      has leaves stacked over ``(len(snapshots),)``.
     """
-    eng = spec.engine_model()
-    reference = eng.init(key)  # P_r = N(0, I_d)
-    k_real, k_fit = jax.random.split(jax.random.fold_in(key, 1))
-    n_first = params.n_real if spec.kind == "synthetic-augmentation" else params.n_ini
-    first_data = eng.sample_real(k_real, n_first)
-    first = eng.fit(k_fit, reference, first_data)
+    model = spec.model.build()
     slots = spec.memory
-    models = jax.tree.map(lambda x: jnp.broadcast_to(x, (slots,) + x.shape), first)
-    support = first.rank if spec.kind == "fully-synthetic" else jnp.int32(spec.dim)
-    state = ChainState(models=models, real=first_data, pool=eng.pool_init(generations), support=support)
+    k_real, _, k_fit, k_diag = generation_keys(key, 1)
+    first_data = first_training_set(k_real, spec.kind, model, params)
+    first, info = model.fit(k_fit, model.init(jax.random.fold_in(key, 0)), first_data)  # t = 0: the init stream
+    kept = jnp.asarray(snapshots, jnp.int32)
+    state = ChainState(
+        models=jax.tree.map(lambda x: jnp.broadcast_to(x, (slots,) + x.shape), first),
+        real=first_data if spec.kind == "synthetic-augmentation" else None,
+        pool=model.empty(generations) if spec.accumulate else None,
+        first=first if spec.kind == "fully-synthetic" else None,
+    )
+    snaps = jax.tree.map(lambda x: jnp.broadcast_to(x, kept.shape + x.shape), first)
 
     def step(carry, t):
-        state, previous = carry
-        k_real, k_syn, k_fit = jax.random.split(jax.random.fold_in(key, t), 3)
-        synthetic = _synthetic(k_syn, spec, eng, state.models, params, t)
-        pool = state.pool
-        if spec.accumulate:
-            pool = eng.pool_append(pool, synthetic)
-            synthetic = pool
-        if spec.kind == "fresh":
-            train = eng.concat(eng.sample_real(k_real, params.n_real), synthetic)
-        elif spec.kind == "synthetic-augmentation":
-            train = eng.concat(state.real, synthetic)
-        else:
-            train = synthetic
-        train = train._replace(rank=jnp.minimum(train.rank, state.support))
-        model = eng.fit(k_fit, reference, train)
+        state, snaps = carry
+        k_real, k_syn, k_fit, k_diag = generation_keys(key, t)
+        history = jax.tree.map(lambda x: x[0], state.models) if slots == 1 else state.models
+        train, pool = training_set(k_real, k_syn, spec, model, params, history=history,
+                                   valid=slot_mask(t, params.memory, slots), real=state.real, pool=state.pool,
+                                   first=state.first)
+        fitted, info = model.fit(k_fit, jax.tree.map(lambda x: x[0], state.models), train)
         slot = jnp.mod(t - 1, slots)
-        models = jax.tree.map(lambda buf, x: buf.at[slot].set(x), state.models, model)
-        return (state._replace(models=models, pool=pool), spec.diagnose(model, t)), previous
+        models = jax.tree.map(lambda buf, x: buf.at[slot].set(x), state.models, fitted)
+        hit = kept == t
+        snaps = jax.tree.map(lambda s, x: jnp.where(hit.reshape(hit.shape + (1,) * x.ndim), x, s), snaps, fitted)
+        return (state._replace(models=models, pool=pool), snaps), model.diagnose(k_diag, fitted, info, t)
 
-    # The scan carries each generation's record and emits it one step later, so
-    # that it reads generation 1's: jaxlib's CPU LAPACK kernels deadlock when two
-    # of them run at once (gaussian.symmetric_eigvals), and this makes every
-    # factorisation of the loop wait for the one before.
-    carry = (state, spec.diagnose(first, jnp.int32(1)))
-    (_, last), records = jax.lax.scan(step, carry, jnp.arange(2, generations + 1, dtype=jnp.int32))
-    return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), records, last)
+    records, (_, snaps) = ordered_scan(step, (state, snaps), model.diagnose(k_diag, first, info, jnp.int32(1)),
+                                       jnp.arange(2, generations + 1, dtype=jnp.int32))
+    return (records, snaps) if snapshots else records
+
+
+def chain_keys(seed_key: Array, chain_ids: Array) -> Array:
+    """Per-chain keys ``fold_in(seed_key, i)``: independent of chunking and devices."""
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(seed_key, chain_ids)
+
+
+def run_chains(seed_key: Array, chain_ids: Array, params: LoopParams, spec: LoopSpec, generations: int,
+               snapshots: tuple = ()):
+    """:func:`run_chain` vmapped over chains: leaves of shape ``(chains, T)`` (snapshots ``(chains, S, ...)``)."""
+    keys = chain_keys(seed_key, chain_ids)
+    return jax.vmap(run_chain, in_axes=(0, None, None, None, None))(keys, params, spec, generations, snapshots)
+
+
+run_chains_jit = jax.jit(run_chains, static_argnames=("spec", "generations", "snapshots"))
+"""The compiled driver: one executable per (spec, T, chunk size); params are traced."""
+
+
+def run_cells(seed_key: Array, chain_ids: Array, params: LoopParams, spec: LoopSpec, generations: int):
+    """:func:`run_chains` vmapped over a leading *cell* axis of ``params``.
+
+    Every cell uses the same chain keys (common random numbers across cells,
+    DESIGN §3). Leaves of the result have shape ``(cells, chains, T)``.
+    """
+    return jax.vmap(run_chains, in_axes=(None, None, 0, None, None))(seed_key, chain_ids, params, spec, generations)
+
+
+run_cells_jit = jax.jit(run_cells, static_argnames=("spec", "generations"))
+
+
+def stack_params(cells) -> LoopParams:
+    """Stack a sequence of :class:`LoopParams` along a new leading cell axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *cells)
+
+
+# ----------------------------------------------------------------------------- chunks, devices, processes
 
 
 def padded_chain_ids(start: int, count: int) -> tuple[Array, int]:
@@ -301,33 +339,52 @@ def padded_chain_ids(start: int, count: int) -> tuple[Array, int]:
     return ids, count
 
 
-def chain_keys(seed_key: Array, chain_ids: Array) -> Array:
-    """Per-chain keys ``fold_in(seed_key, i)``: independent of chunking and devices."""
-    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(seed_key, chain_ids)
+def process_chains(chains: int) -> tuple[int, int]:
+    """This process's contiguous share ``[start, stop)`` of the chains (multi-host runs)."""
+    n, i = jax.process_count(), jax.process_index()
+    per = -(-chains // n)
+    return min(i * per, chains), min((i + 1) * per, chains)
 
 
-def run_chains(seed_key: Array, chain_ids: Array, params: LoopParams, spec: LoopSpec, generations: int):
-    """:func:`run_chain` vmapped over chains: leaves of shape ``(chains, T)``."""
-    keys = chain_keys(seed_key, chain_ids)
-    return jax.vmap(run_chain, in_axes=(0, None, None, None))(keys, params, spec, generations)
+def gather_processes(records: dict, chains: int) -> dict:
+    """Concatenate every process's chains (in process order = chain order)."""
+    from jax.experimental import multihost_utils
+
+    per = -(-chains // jax.process_count())
+    out = {}
+    for name, value in records.items():
+        padded = np.zeros((per,) + value.shape[1:], value.dtype)
+        padded[: len(value)] = value
+        gathered = np.asarray(multihost_utils.process_allgather(padded))
+        out[name] = gathered.reshape((-1,) + value.shape[1:])[:chains]
+    return out
 
 
-run_chains_jit = jax.jit(run_chains, static_argnames=("spec", "generations"))
-"""The compiled driver: one executable per (spec, T, chunk size); params are traced."""
+def run_chunked(chunk_fn, *, chains: int, chunk: int, first_chain: int = 0, progress: bool = False,
+                desc: str = "chains") -> dict:
+    """Run chains ``first_chain … first_chain + chains − 1`` in chunks of at most ``chunk``.
 
+    ``chunk_fn(ids) -> record`` computes padded, sharded chain ids
+    (:func:`padded_chain_ids`; e.g. ``run_chains_jit`` or ``run_cells_jit``
+    with everything else bound) and returns a NamedTuple or dict of arrays
+    with the chain axis first. Each process of a ``jax.distributed``
+    run computes its share (:func:`process_chains`); the shares are gathered.
 
-def run_cells(seed_key: Array, chain_ids: Array, params: LoopParams, spec: LoopSpec, generations: int):
-    """:func:`run_chains` vmapped over a leading *cell* axis of ``params``.
-
-    Every cell uses the same chain keys (common random numbers across cells,
-    DESIGN §3). Leaves of the result have shape ``(cells, chains, T)``.
+    Returns:
+      ``{field: np.ndarray}`` with ``chains`` rows.
     """
-    return jax.vmap(run_chains, in_axes=(None, None, 0, None, None))(seed_key, chain_ids, params, spec, generations)
+    from madjax._progress import progress_bar
 
-
-run_cells_jit = jax.jit(run_cells, static_argnames=("spec", "generations"))
-
-
-def stack_params(cells) -> LoopParams:
-    """Stack a sequence of :class:`LoopParams` along a new leading cell axis."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *cells)
+    lo, hi = process_chains(chains)
+    pieces = []
+    with progress_bar(total=hi - lo, desc=desc, enabled=progress) as bar:
+        for start in range(lo, hi, chunk):
+            ids, count = padded_chain_ids(first_chain + start, min(chunk, hi - start))
+            out = jax.device_get(chunk_fn(ids))
+            pieces.append(jax.tree.map(lambda x, c=count: x[:c], out))
+            bar.update(count)
+    pieces = [p._asdict() if hasattr(p, "_asdict") else p for p in pieces]
+    records = {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
+    if jax.process_count() > 1:
+        records = gather_processes(records, chains)
+    return records

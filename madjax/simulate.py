@@ -16,19 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from madjax.gaussian import FACTORS, LOGDET_ACCURACY
+from madjax.gaussian import FACTORED_ONLY, FACTORS, LOGDET_ACCURACY, choose_factor, full_rank
 from madjax.io import atomic_path, describe, provenance
-from madjax.loops import (
-    FACTORED_ONLY,
-    LOOPS,
-    LoopParams,
-    LoopSpec,
-    choose_factor,
-    full_rank,
-    padded_chain_ids,
-    run_chains_jit,
-)
-from madjax.resources import chain_bytes, chain_generation_seconds, check_chain_run
+from madjax.loops import LOOPS, LoopParams, LoopSpec, run_chains_jit, run_chunked
+from madjax.models import MODELS, resolve_model, train_rows
+from madjax.resources import check_chain_run
 from madjax.validation import (
     INT32_MAX,
     ParameterError,
@@ -44,16 +36,19 @@ from madjax.validation import (
     resolve_loop_sizes,
 )
 
-MODELS = ("gaussian", "gmm")
-# Bound on the memory of one compiled chunk (the per-chain working set is a
-# handful of d×d matrices per ring-buffer slot).
+# Bound on the memory of one compiled chunk.
 _CHUNK_BYTES = 1 << 30
+# Per-generation booleans reported as per-chain counts ``n_<name>`` (``em_converged`` as its complement).
 _TROUBLE = ("underflow", "nonfinite")
 
 
 @dataclasses.dataclass(frozen=True)
 class SimulationConfig:
-    """A validated simulation request; ``n_real``/``n_syn`` are resolved from p, n if given."""
+    """A validated simulation request; ``n_real``/``n_syn`` are resolved from p, n if given.
+
+    ``options`` holds the model's own options (:data:`madjax.models.MODELS`),
+    as sorted ``(name, value)`` pairs so that the config stays hashable.
+    """
 
     model: str
     loop: str
@@ -68,17 +63,20 @@ class SimulationConfig:
     accumulate: bool
     real_fraction: float | None
     n_total: int | None
-    engine: str
     dtype: str
     seed: int
-    factor: str = "eigh"
-    w2_every: int = 1
+    target: str = "normal"
+    options: tuple = ()
+
+    def model_spec(self):
+        rows = max(self.n_ini, self.n_real, self.n_syn, 2)
+        train = train_rows(self.n_ini, self.n_real, self.n_syn, generations=self.generations,
+                           accumulate=self.accumulate)
+        return MODELS[self.model].build(dim=self.dim, dtype=self.dtype, draw_rows=rows, train_rows=train,
+                                        target=self.target, **dict(self.options))
 
     def spec(self) -> LoopSpec:
-        max_points = max(self.n_ini, self.n_real, self.n_syn, 2)
-        return LoopSpec(kind=self.loop, dim=self.dim, memory=self.memory, accumulate=self.accumulate,
-                        engine=self.engine, max_points=max_points if self.engine == "sampled" else 0,
-                        dtype=self.dtype, factor=self.factor, w2_every=self.w2_every)
+        return LoopSpec(kind=self.loop, model=self.model_spec(), memory=self.memory, accumulate=self.accumulate)
 
     def params(self) -> LoopParams:
         return LoopParams.create(n_ini=self.n_ini, n_real=self.n_real, n_syn=self.n_syn, lam=self.lam,
@@ -87,21 +85,22 @@ class SimulationConfig:
 
 def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn=None, lam=1.0,
                 generations, chains=1, memory=1, accumulate=False, real_fraction=None, n_total=None,
-                engine="exact", dtype="float32", seed=0, factor="auto", w2_every=1) -> SimulationConfig:
+                engine=None, dtype="float32", seed=0, factor=None, w2_every=None, target=None, bandwidth=None,
+                n_eval=None) -> SimulationConfig:
     """Validate a simulation request (raises :class:`ParameterError` naming the parameter).
 
     Sizes per loop (DESIGN §10): fully-synthetic takes ``n_ini`` and ``n_syn``
     (``n_real`` omitted or 0); synthetic-augmentation fits G¹ on D_r, so
     ``n_ini`` is omitted or equals ``n_real``; fresh takes all three.
     ``real_fraction`` and ``n_total`` together replace ``n_real``/``n_syn``.
-    ``factor="auto"`` picks Cholesky where every Σ_t has full rank by
-    construction and ``eigh`` otherwise (:func:`madjax.loops.choose_factor`).
+    Model options: ``engine``, ``factor``, ``w2_every`` (Gaussian; ``factor="auto"``
+    or None picks :func:`madjax.gaussian.choose_factor`), ``bandwidth`` (KDE),
+    ``n_eval`` (GMM, KDE); ``target`` ``"normal"`` or ``"grid"`` (point models).
     """
-    check_choice("model", model, MODELS)
-    check_choice("factor", factor, ("auto",) + FACTORS)
-    w2_every = check_int("w2_every", w2_every, minimum=1)
+    target, dim, options = resolve_model(model, target=target, dim=dim,
+                                         options=dict(engine=engine, factor=factor, w2_every=w2_every,
+                                                      bandwidth=bandwidth, n_eval=n_eval))
     check_choice("loop", loop, LOOPS)
-    check_choice("engine", engine, ("exact", "sampled"))
     dtype = check_dtype(dtype)
     lam = check_lam(lam)
     generations = check_int("generations", generations, minimum=1)
@@ -110,11 +109,6 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
     seed = check_seed(seed)
     if accumulate and memory > 1:
         raise ParameterError("memory", "memory K > 1 cannot be combined with accumulate")
-    if model == "gmm":
-        dim = 2 if dim is None else check_int("dim", dim, minimum=2, maximum=2)
-    elif dim is None:
-        raise ParameterError("dim", "is required for the Gaussian model")
-    dim = check_int("dim", dim, minimum=1)
 
     if real_fraction is not None or n_total is not None:
         if n_real is not None or n_syn is not None:
@@ -137,118 +131,97 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
         raise ParameterError("n_ini", f"is required for the {loop} loop")
     if n_syn is None:
         raise ParameterError("n_syn", f"is required for the {loop} loop")
-    if n_ini < 2:
+    fewest = MODELS[model].min_points(options)
+    if n_ini < fewest:
         name = "n_real" if loop == "synthetic-augmentation" else "n_ini"
-        raise ParameterError(name, f"a training set needs at least 2 points, got {n_ini}")
-    if generations > 1 and n_real + n_syn < 2:
+        raise ParameterError(name, f"a training set of the {model} model needs at least {fewest} points, got {n_ini}")
+    if generations > 1 and n_real + n_syn < fewest:
         name = "n_syn" if loop == "fully-synthetic" else ("n_total" if n_total is not None else "n_syn")
-        raise ParameterError(name, f"a training set needs at least 2 points, got n_real + n_syn = {n_real + n_syn}")
+        raise ParameterError(name, f"a training set of the {model} model needs at least {fewest} points, "
+                                   f"got n_real + n_syn = {n_real + n_syn}")
     check_loop_sizes(n_ini=n_ini, n_real=n_real, n_syn=n_syn, generations=generations, accumulate=accumulate)
-    if engine == "sampled" and accumulate:
-        check_int32("generations", generations * max(n_ini, n_real, n_syn),
-                    "the sampled pool's rows T x max(n_ini, n_real, n_syn)")
     if model == "gaussian":
-        best = choose_factor(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory,
-                             accumulate=accumulate, engine=engine)
-        if factor == "auto":
-            factor = best
-        elif factor == "factored" and best != "factored":
-            raise ParameterError("factor", FACTORED_ONLY)
-        elif factor == "cholesky" and not full_rank(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn):
-            raise ParameterError("factor", f"cholesky needs every training set to hold at least d + 1 = {dim + 1} "
-                                           "points (a singular covariance has no Cholesky factor); use eigh or auto")
-    else:
-        factor = "eigh"  # unused by the GMM
-    return SimulationConfig(model=model, loop=loop, dim=dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn,
-                            lam=lam, generations=generations, chains=chains, memory=memory,
-                            accumulate=bool(accumulate), real_fraction=real_fraction, n_total=n_total,
-                            engine=engine, dtype=dtype, seed=seed, factor=factor, w2_every=w2_every)
+        options["factor"] = _gaussian_factor(options, loop, dim, n_ini, n_real, n_syn, memory, accumulate)
+        options["engine"] = check_choice("engine", options["engine"], ("exact", "sampled"))
+        options["w2_every"] = check_int("w2_every", options["w2_every"], minimum=1)
+    if model != "gaussian" or options["engine"] == "sampled":
+        if accumulate:  # the pool holds T draws of the largest size
+            check_int32("generations", generations * max(n_ini, n_real, n_syn),
+                        "the pool's rows T x max(n_ini, n_real, n_syn)")
+    config = SimulationConfig(model=model, loop=loop, dim=dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn,
+                              lam=lam, generations=generations, chains=chains, memory=memory,
+                              accumulate=bool(accumulate), real_fraction=real_fraction, n_total=n_total,
+                              dtype=dtype, seed=seed, target=target, options=tuple(sorted(options.items())))
+    config.spec()  # the model validates its own options and refuses loop variants it cannot run
+    return config
 
 
-def default_chunk(spec: LoopSpec, chains: int) -> int:
+def _gaussian_factor(options, loop, dim, n_ini, n_real, n_syn, memory, accumulate) -> str:
+    factor = check_choice("factor", options["factor"], ("auto",) + FACTORS)
+    best = choose_factor(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory,
+                         accumulate=accumulate, engine=options["engine"])
+    if factor == "auto":
+        return best
+    if factor == "factored" and best != "factored":
+        raise ParameterError("factor", FACTORED_ONLY)
+    if factor == "cholesky" and not full_rank(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn):
+        raise ParameterError("factor", f"cholesky needs every training set to hold at least d + 1 = {dim + 1} "
+                                       "points (a singular covariance has no Cholesky factor); use eigh or auto")
+    return factor
+
+
+def chain_cost(config: SimulationConfig) -> tuple[int, float]:
+    """Per-chain working set (bytes) and seconds per chain-generation of a request."""
+    spec = config.model_spec()
+    return MODELS[config.model].cost(spec, config.memory, config.generations, config.accumulate)
+
+
+def default_chunk(config: SimulationConfig) -> int:
     """Chains per compiled call, so that one call's working set stays near 1 GiB."""
-    per_chain = chain_bytes(spec.dim, spec.memory, jnp.dtype(spec.dtype).itemsize, points=spec.max_points)
-    return max(1, min(chains, _CHUNK_BYTES // per_chain))
-
-
-# The GMM engine draws its points and keeps 25 responsibilities per point beside its 2 coordinates.
-_GMM_POINT_WIDTH = 2 + 25
+    per_chain, _ = chain_cost(config)
+    return max(1, min(config.chains, _CHUNK_BYTES // per_chain))
 
 
 def check_resources(config: SimulationConfig, chunk: int | None = None, allow_large: bool = False) -> None:
     """Refuse a request whose memory or time is absurd (:mod:`madjax.resources`), before any work."""
-    itemsize = np.dtype(config.dtype).itemsize
+    per_chain, cost = chain_cost(config)
+    points = config.model_spec().points
     sizes = dict(chains=config.chains, generations=config.generations, dim=config.dim, memory=config.memory)
-    if config.model == "gmm":
-        points = max(config.n_ini, config.n_real + config.n_syn)
-        per_chain = chain_bytes(2, config.memory, itemsize, points=points, width=_GMM_POINT_WIDTH)
-        cost = chain_generation_seconds(2, config.memory, points=points, width=_GMM_POINT_WIDTH)
-        chunk = chunk or config.chains  # the GMM runs all chains at once unless told otherwise
-    else:
-        spec = config.spec()
-        points = spec.max_points
-        pool = config.generations * points if config.accumulate else 0
-        per_chain = chain_bytes(config.dim, config.memory, itemsize, points=points, pool_rows=pool)
-        cost = chain_generation_seconds(config.dim, config.memory, points=points)
-        chunk = chunk or default_chunk(spec, config.chains)
-    if points:  # the engine draws points: the largest size counts
+    if points:  # the model draws points: the largest size counts
         name = max(("n_ini", "n_real", "n_syn"), key=lambda k: getattr(config, k))
         sizes[name] = getattr(config, name)
     check_chain_run(chains=config.chains, generations=config.generations, per_chain_bytes=per_chain,
-                    per_chain_gen_s=cost, chunk=min(chunk, config.chains), memory=config.memory, sizes=sizes,
-                    what=f"{config.chains} chains x {config.generations} generations at d = {config.dim}"
+                    per_chain_gen_s=cost, chunk=min(chunk or default_chunk(config), config.chains),
+                    memory=config.memory, sizes=sizes,
+                    what=f"{config.chains} chains x {config.generations} generations of the {config.model} model"
+                         f" at d = {config.dim}"
                          + (f", memory K = {config.memory}" if config.memory > 1 else "")
                          + (f", {points} points per draw" if points else ""),
                     allow_large=allow_large)
 
 
-def process_chains(chains: int) -> tuple[int, int]:
-    """This process's contiguous share ``[start, stop)`` of the chains (multi-host runs)."""
-    n, i = jax.process_count(), jax.process_index()
-    per = -(-chains // n)
-    return min(i * per, chains), min((i + 1) * per, chains)
+def run_diagnostics(config: SimulationConfig, *, chunk: int | None = None, progress: bool = False,
+                    snapshots: tuple = ()) -> dict:
+    """Run all chains in chunks (:func:`madjax.loops.run_chunked`); NumPy arrays ``(chains, T)``.
 
-
-def run_diagnostics(config: SimulationConfig, *, chunk: int | None = None, progress: bool = False) -> dict:
-    """Run all chains in chunks; returns NumPy arrays of shape ``(chains, T)``.
-
-    Chain i always uses key ``fold_in(key(seed), i)``; each chunk is sharded
-    over the local devices and padded to a multiple of their number, and the
-    padding is dropped, so results do not depend on ``chunk``, on the number
-    of devices, or (with ``jax.distributed``) on the number of processes:
-    each process runs its share of chain ids and the shares are gathered.
+    Chain i always uses key ``fold_in(key(seed), i)``, so results do not depend
+    on ``chunk``, on the number of devices or on the number of processes.
+    With ``snapshots`` the fitted parameters of those generations come back
+    as ``snap_<field>`` arrays ``(chains, len(snapshots), ...)``.
     """
-    from madjax._progress import progress_bar
-
     spec, params = config.spec(), config.params()
-    chunk = default_chunk(spec, config.chains) if chunk is None else check_int("chunk", chunk, minimum=1)
+    chunk = default_chunk(config) if chunk is None else check_int("chunk", chunk, minimum=1)
     seed_key = jax.random.key(config.seed)
-    lo, hi = process_chains(config.chains)
-    pieces = []
-    with progress_bar(total=hi - lo, desc="chains", enabled=progress) as bar:
-        for start in range(lo, hi, chunk):
-            ids, count = padded_chain_ids(start, min(chunk, hi - start))
-            out = jax.device_get(run_chains_jit(seed_key, ids, params, spec, config.generations))
-            pieces.append(jax.tree.map(lambda x, c=count: x[:c], out))
-            bar.update(count)
-    records = {name: np.concatenate([getattr(p, name) for p in pieces]) for name in pieces[0]._fields}
-    if jax.process_count() > 1:
-        records = _gather_processes(records, config.chains)
-    return records
 
+    def chunk_fn(ids):
+        out = run_chains_jit(seed_key, ids, params, spec, config.generations, snapshots)
+        records, snaps = out if snapshots else (out, None)
+        records = dict(records._asdict() if hasattr(records, "_asdict") else records)
+        if snaps is not None:
+            records.update({f"snap_{k}": v for k, v in snaps._asdict().items()})
+        return records
 
-def _gather_processes(records: dict, chains: int) -> dict:
-    """Concatenate every process's chains (in process order = chain order)."""
-    from jax.experimental import multihost_utils
-
-    per = -(-chains // jax.process_count())
-    out = {}
-    for name, value in records.items():
-        padded = np.zeros((per,) + value.shape[1:], value.dtype)
-        padded[: len(value)] = value
-        gathered = np.asarray(multihost_utils.process_allgather(padded))
-        out[name] = gathered.reshape((-1,) + value.shape[1:])[:chains]
-    return out
+    return run_chunked(chunk_fn, chains=config.chains, chunk=chunk, progress=progress)
 
 
 def logdet_status(lost: np.ndarray, w2_every: int) -> np.ndarray:
@@ -314,18 +287,31 @@ def theory_table(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-def to_dataset(config: SimulationConfig, records: dict) -> xr.Dataset:
-    """Pack ``(chains, T)`` diagnostics into the Dataset of DESIGN §10 (their ``long_name``\s: :data:`madjax.io.VARIABLES`)."""
+def to_dataset(config: SimulationConfig, records: dict, snapshots: tuple = ()) -> xr.Dataset:
+    """Pack ``(chains, T)`` records into the Dataset of DESIGN §10 (``long_name``\\s: :data:`madjax.io.VARIABLES`).
+
+    Per-generation trouble flags (``underflow``, ``nonfinite``) become per-chain
+    counts ``n_<flag>``, ``em_converged`` becomes ``n_em_unconverged``,
+    ``logdet_lost`` becomes ``cov_logdet_status``; ``snap_<field>`` arrays get
+    dims ``(chain, snapshot, <field>_axis1, …)``.
+    """
     coords = {"chain": np.arange(config.chains), "generation": np.arange(1, config.generations + 1)}
     dims = ("chain", "generation")
     data = {}
     for name, values in records.items():
         if name in _TROUBLE:
             data[f"n_{name}"] = (("chain",), values.sum(axis=1).astype(np.int32))
+        elif name == "em_converged":
+            data["n_em_unconverged"] = (("chain",), (~values).sum(axis=1).astype(np.int32))
         elif name == "logdet_lost":
-            data["cov_logdet_status"] = (dims, logdet_status(values, config.w2_every))
+            data["cov_logdet_status"] = (dims, logdet_status(values, dict(config.options).get("w2_every", 1)))
+        elif name.startswith("snap_"):
+            extra = tuple(f"{name[5:]}_axis{i}" for i in range(1, values.ndim - 1))
+            data[name] = (("chain", "snapshot") + extra, values)
         else:
             data[name] = (dims, values)
+    if snapshots:
+        coords["snapshot"] = np.asarray(snapshots)
     for name, values in theory_moments(config).items():
         data[f"{name}_theory"] = (("generation",), np.asarray(values, records["w2"].dtype))
     ds = xr.Dataset(data, coords=coords)
@@ -337,29 +323,36 @@ def to_dataset(config: SimulationConfig, records: dict) -> xr.Dataset:
 
 def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn=None, lam=1.0,
              generations, chains=1, memory=1, accumulate=False, real_fraction=None, n_total=None,
-             engine="exact", dtype="float32", seed=0, factor="auto", w2_every=1, chunk=None,
-             progress=False, allow_large=False) -> xr.Dataset:
+             engine=None, dtype="float32", seed=0, factor=None, w2_every=None, target=None, bandwidth=None,
+             n_eval=None, snapshots=(), chunk=None, progress=False, allow_large=False) -> xr.Dataset:
     """Simulate ``chains`` independent chains of a self-consuming loop.
 
-    Args mirror the command-line options (DESIGN §10): ``loop`` is
-    ``"fully-synthetic"``, ``"synthetic-augmentation"`` or ``"fresh"``; sizes
-    ``n_ini``, ``n_real``, ``n_syn`` (or ``real_fraction`` with ``n_total``);
-    ``lam`` the sampling bias λ ∈ (0, 1]; ``memory`` K; ``accumulate`` the
-    growing synthetic pool; ``engine`` ``"exact"`` or ``"sampled"``;
-    ``dtype="float64"`` needs jax's x64 mode; ``factor`` ``"auto"``,
-    ``"eigh"`` or ``"cholesky"`` (:class:`~madjax.loops.LoopSpec`);
-    ``w2_every=k`` records ``w2`` and ``cov_logdet`` on generations
-    1, 1 + k, … only (NaN elsewhere), which with Cholesky skips the
-    eigenvalue solve on the others. ``seed`` ∈ [0, 2³² − 1]. A request
-    whose estimated memory or time is absurd is refused unless
-    ``allow_large=True`` (:mod:`madjax.resources`).
+    Args mirror the command-line options (DESIGN §10): ``model`` is
+    ``"gaussian"``, ``"gmm"`` or ``"kde"`` (:data:`madjax.models.MODELS`);
+    ``loop`` is ``"fully-synthetic"``, ``"synthetic-augmentation"`` or
+    ``"fresh"``; sizes ``n_ini``, ``n_real``, ``n_syn`` (or ``real_fraction``
+    with ``n_total``); ``lam`` the sampling bias λ ∈ (0, 1]; ``memory`` K;
+    ``accumulate`` the growing synthetic pool; ``dtype="float64"`` needs jax's
+    x64 mode; ``seed`` ∈ [0, 2³² − 1]. Gaussian options: ``engine``
+    ``"exact"`` (default) or ``"sampled"``; ``factor`` ``"auto"`` (default),
+    ``"eigh"``, ``"cholesky"`` or ``"factored"`` (:class:`~madjax.gaussian.GaussianSpec`);
+    ``w2_every=k`` records ``w2`` and ``cov_logdet`` on generations 1, 1 + k, …
+    only (NaN elsewhere). Point models: ``target`` ``"normal"`` (N(0, I_d),
+    needs ``dim``) or ``"grid"`` (the 25 modes, d = 2; the GMM's only target);
+    ``bandwidth`` (KDE: ``"scott"``, ``"silverman"`` or a number); ``n_eval``
+    points of the evaluation sample. ``snapshots`` keeps the fitted parameters
+    of those generations (``snap_<field>``). A request whose estimated memory
+    or time is absurd is refused unless ``allow_large=True`` (:mod:`madjax.resources`).
 
     Returns:
       ``xarray.Dataset`` with dims ``(chain, generation)``, generation = 1..T.
-      Gaussian: ``w2``, ``mean_sq_norm``, ``cov_trace``, ``cov_logdet``,
-      ``cov_rank`` and per-chain trouble counts ``n_underflow``,
-      ``n_nonfinite``; GMM: ``total_variance``, ``modal_variance``, ``recall``,
-      ``modes_covered``. Attributes ``config`` (JSON), ``madjax_version``,
+      Every model records ``w2``, its distance to P_r (Gaussian: W2; GMM: the
+      mixture W2; KDE: debiased Sinkhorn W2) and ``n_nonfinite``. Gaussian:
+      ``mean_sq_norm``, ``cov_trace``, ``cov_logdet`` (+ ``cov_logdet_status``),
+      ``cov_rank``, ``n_underflow``; point models: ``total_variance``,
+      ``recall``, ``precision`` and on the grid ``modal_variance``,
+      ``modes_covered``; GMM ``em_iterations``, ``n_em_unconverged``; KDE
+      ``bandwidth``. Attributes ``config`` (JSON), ``madjax_version``,
       ``jax_version``, ``device``.
 
     Raises:
@@ -374,23 +367,21 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
     config = make_config(model=model, loop=loop, dim=dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn,
                          lam=lam, generations=generations, chains=chains, memory=memory,
                          accumulate=accumulate, real_fraction=real_fraction, n_total=n_total,
-                         engine=engine, dtype=dtype, seed=seed, factor=factor, w2_every=w2_every)
+                         engine=engine, dtype=dtype, seed=seed, factor=factor, w2_every=w2_every, target=target,
+                         bandwidth=bandwidth, n_eval=n_eval)
+    snapshots = tuple(sorted({check_int("snapshots", s, minimum=1, maximum=config.generations) for s in snapshots}))
     if chunk is not None:
         check_int("chunk", chunk, minimum=1)
     check_resources(config, chunk, allow_large)
-    if config.model == "gmm":
-        from madjax.gmm import simulate_gmm
-
-        ds = simulate_gmm(loop=config.loop, n_ini=config.n_ini, n_real=config.n_real, n_syn=config.n_syn,
-                          lam=config.lam, generations=config.generations, chains=config.chains, seed=config.seed,
-                          dtype=config.dtype, progress=progress, chunk=chunk, memory=config.memory,
-                          accumulate=config.accumulate)
-    else:
-        ds = to_dataset(config, run_diagnostics(config, chunk=chunk, progress=progress))
-        warning = lost_precision_warning(ds)
-        if warning:
-            logging.getLogger("madjax").warning(warning)
-    ds.attrs.update(provenance(dataclasses.asdict(config)))
+    records = run_diagnostics(config, chunk=chunk, progress=progress, snapshots=snapshots)
+    ds = to_dataset(config, records, snapshots)
+    warning = lost_precision_warning(ds)
+    if warning:
+        logging.getLogger("madjax").warning(warning)
+    config_record = dataclasses.asdict(config)
+    config_record.update(dict(config.options), snapshots=list(snapshots))
+    del config_record["options"]
+    ds.attrs.update(provenance(config_record))
     return describe(ds)
 
 

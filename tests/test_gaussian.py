@@ -104,7 +104,7 @@ def test_sampled_engine_fits_eq1_two_pass():
     rng = np.random.default_rng(1)
     x = (1e4 + rng.normal(size=(8, 3))).astype(np.float32)
     mask = np.arange(8) < 6
-    fit = eng.fit(None, None, Points(jnp.asarray(x), jnp.asarray(mask), jnp.int32(3)))
+    fit, _ = eng.fit(None, None, Points(jnp.asarray(x), jnp.asarray(mask), jnp.int32(3)))
     np.testing.assert_allclose(fit.mean, x[:6].mean(0), rtol=1e-6)
     np.testing.assert_allclose(fit.cov, np.cov(x[:6].astype(np.float64).T), rtol=2e-3, atol=2e-3)
 

@@ -25,10 +25,11 @@ from conftest import assert_close_se, zcrit
 from scipy.special import polygamma, psi
 
 import madjax
+from madjax.gaussian import GaussianSpec
 from madjax.loops import (
     LoopParams,
     LoopSpec,
-    _slot_mask,
+    slot_mask,
     run_cells_jit,
     run_chains,
     run_chains_jit,
@@ -51,7 +52,7 @@ def _ell(n, d):
 @pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
 def test_fully_synthetic_closed_forms(dtype, jit):
     n_ini, n_syn, lam, chains, gens = 10, 8, 0.8, 3000, 5
-    spec = LoopSpec(kind="fully-synthetic", dim=DIM, dtype=dtype)
+    spec = LoopSpec(kind="fully-synthetic", model=GaussianSpec(dim=DIM, dtype=dtype))
     params = LoopParams.create(n_ini=n_ini, n_syn=n_syn, lam=lam, dtype=dtype)
     ids = jnp.arange(chains, dtype=jnp.uint32)
     run = run_chains_jit if jit else run_chains
@@ -135,8 +136,8 @@ AUG_CELLS = {
 @functools.lru_cache(maxsize=None)
 def _grid(kind, engine, accumulate, memory):
     cells = FRESH_CELLS if kind == "fresh" else AUG_CELLS
-    spec = LoopSpec(kind=kind, dim=DIM, memory=memory, accumulate=accumulate, engine=engine,
-                    max_points=10 if engine == "sampled" else 0)
+    spec = LoopSpec(kind=kind, memory=memory, accumulate=accumulate,
+                    model=GaussianSpec(dim=DIM, engine=engine, max_points=10 if engine == "sampled" else 0))
     params = stack_params([LoopParams.create(**c) for c in cells.values()])
     seed = 5 if engine == "exact" else 6
     out = run_cells_jit(jax.random.key(seed), jnp.arange(CHAINS, dtype=jnp.uint32), params, spec, T)
@@ -193,8 +194,9 @@ def test_exact_and_sampled_agree_cross_product(kind, variant, dtype):
     params = stack_params([LoopParams.create(**c, dtype=dtype) for c in cells])
     out = {}
     for seed, engine in enumerate(("exact", "sampled")):
-        spec = LoopSpec(kind=kind, dim=DIM, memory=memory, accumulate=accumulate, engine=engine,
-                        max_points=6 if engine == "sampled" else 0, dtype=dtype)
+        spec = LoopSpec(kind=kind, memory=memory, accumulate=accumulate,
+                        model=GaussianSpec(dim=DIM, engine=engine, max_points=6 if engine == "sampled" else 0,
+                                           dtype=dtype))
         res = run_cells_jit(jax.random.key(seed), jnp.arange(CHAINS, dtype=jnp.uint32), params, spec, T)
         out[engine] = jax.tree.map(lambda x: np.asarray(x, np.float64), res)
     z = zcrit(m=len(cells) * T * 2)
@@ -208,10 +210,10 @@ def test_exact_and_sampled_agree_cross_product(kind, variant, dtype):
 
 
 def test_memory_slots():
-    assert list(_slot_mask(jnp.int32(2), jnp.int32(3), 3)) == [True, False, False]
+    assert list(slot_mask(jnp.int32(2), jnp.int32(3), 3)) == [True, False, False]
     # t = 5, K = 2: generations 3 and 4 live in slots 2 and 0
-    assert list(_slot_mask(jnp.int32(5), jnp.int32(2), 3)) == [True, False, True]
-    assert list(_slot_mask(jnp.int32(9), jnp.int32(3), 3)) == [True, True, True]
+    assert list(slot_mask(jnp.int32(5), jnp.int32(2), 3)) == [True, False, True]
+    assert list(slot_mask(jnp.int32(9), jnp.int32(3), 3)) == [True, True, True]
 
 
 def test_one_compilation_serves_every_swept_value():
@@ -235,7 +237,7 @@ def test_results_do_not_depend_on_chunk_size():
 
 
 def test_full_rank_rule():
-    from madjax.loops import choose_factor, full_rank
+    from madjax.gaussian import choose_factor, full_rank
 
     assert full_rank("fresh", 3, n_ini=4, n_real=1, n_syn=3)
     assert not full_rank("fresh", 3, n_ini=3, n_real=10, n_syn=10)  # G¹ from 3 points spans 2 dims
@@ -255,7 +257,7 @@ def test_cholesky_and_eigh_routes_give_the_same_law(kind, n_real):
     params = LoopParams.create(n_ini=6, n_real=n_real, n_syn=12, lam=0.8)
     ids = jnp.arange(CHAINS, dtype=jnp.uint32)
     out = {f: jax.tree.map(lambda x: np.asarray(x, np.float64),
-                           run_chains_jit(jax.random.key(5), ids, params, LoopSpec(kind=kind, dim=DIM, factor=f), T))
+                           run_chains_jit(jax.random.key(5), ids, params, LoopSpec(kind=kind, model=GaussianSpec(dim=DIM, factor=f)), T))
            for f in ("eigh", "cholesky")}
     # Generation 1 is fitted to the same real data: identical up to rounding.
     np.testing.assert_allclose(out["cholesky"].w2[:, 0], out["eigh"].w2[:, 0], rtol=1e-4)
@@ -272,9 +274,9 @@ def test_cholesky_and_eigh_routes_give_the_same_law(kind, n_real):
 def test_w2_every_skips_only_the_spectral_diagnostics():
     params = LoopParams.create(n_ini=6, n_real=4, n_syn=5, lam=0.8)
     ids = jnp.arange(64, dtype=jnp.uint32)
-    every = run_chains_jit(jax.random.key(2), ids, params, LoopSpec(kind="fresh", dim=DIM, factor="cholesky"), 7)
+    every = run_chains_jit(jax.random.key(2), ids, params, LoopSpec(kind="fresh", model=GaussianSpec(dim=DIM, factor="cholesky")), 7)
     sparse = run_chains_jit(jax.random.key(2), ids, params,
-                            LoopSpec(kind="fresh", dim=DIM, factor="cholesky", w2_every=3), 7)
+                            LoopSpec(kind="fresh", model=GaussianSpec(dim=DIM, factor="cholesky", w2_every=3)), 7)
     kept = np.arange(7) % 3 == 0  # generations 1, 4, 7
     for name in ("w2", "cov_logdet"):
         a, b = np.asarray(getattr(every, name)), np.asarray(getattr(sparse, name))
@@ -286,11 +288,12 @@ def test_w2_every_skips_only_the_spectral_diagnostics():
 
 _REPEATED_CALLS = """
 import jax, jax.numpy as jnp
+from madjax.gaussian import GaussianSpec
 from madjax.loops import LoopParams, LoopSpec, run_chains_jit
 params = LoopParams.create(n_ini=1000, n_real=1000, n_syn=10000, lam=0.9)
 ids = jnp.arange(50, dtype=jnp.uint32)
 for w2_every in (1, 2):
-    spec = LoopSpec(kind="fresh", dim=100, factor="cholesky", w2_every=w2_every)
+    spec = LoopSpec(kind="fresh", model=GaussianSpec(dim=100, factor="cholesky", w2_every=w2_every))
     for _ in range(8):
         jax.block_until_ready(run_chains_jit(jax.random.key(0), ids, params, spec, 5))
 print("ok")

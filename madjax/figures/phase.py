@@ -37,6 +37,7 @@ from madjax.figures import Figure
 from madjax.figures.style import LOG2_RATIO_LIMIT, band_label, caption, finish, save, setting, symbol
 from madjax.io import (SCHEMA_VERSION, atomic_path, check_schema, describe, open_checked, provenance, read_json,
                        write_json)
+from madjax.gaussian import GaussianSpec
 from madjax.loops import LoopParams, LoopSpec, padded_chain_ids, run_cells_jit, stack_params
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
 from madjax.validation import ParameterError, check_choice, check_name
@@ -187,7 +188,7 @@ def _run_trajectory(cfg: PhaseConfig, out: str, seed: int, progress: bool) -> No
         todo = [idx for idx in group if not done[idx]]
         if not todo:
             continue
-        spec = LoopSpec(kind=cfg.loop, dim=cfg.dim, factor=factor)
+        spec = LoopSpec(kind=cfg.loop, model=GaussianSpec(dim=cfg.dim, factor=factor))
         log.info("%s: %d cells x %d chains x %d generations (%s)", name, len(todo), cfg.chains, cfg.generations,
                  factor)
         padded = todo + [todo[-1]] * (len(group) - len(todo))
@@ -254,7 +255,8 @@ def _threshold_work(cfg: PhaseConfig) -> tuple[int, float, int]:
 def _calibration(cfg: PhaseConfig, cell: dict, slots: int) -> Calibration:
     """A short timed run of the function the figure compiles (16 cells x up to 16 chains x 2 generations)."""
     batch, generations = 16, 2
-    spec = LoopSpec(kind=cfg.loop, dim=cfg.dim, memory=slots, factor=cell_factor(cfg.loop, cfg.dim, cell))
+    spec = LoopSpec(kind=cfg.loop, memory=slots,
+                    model=GaussianSpec(dim=cfg.dim, factor=cell_factor(cfg.loop, cfg.dim, cell)))
     params = stack_params([LoopParams.create(**cell)] * batch)
     ids, _ = padded_chain_ids(0, min(cfg.chains, 16))
     if cfg.kind == "trajectory":

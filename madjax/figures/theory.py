@@ -108,10 +108,10 @@ def _log_diag_jit(key, n_ini, n_syn, lam, dim, chains, generations):
     eng = gaussian_factored(dim)
 
     def chain(k):
-        first = eng.fit(None, None, eng.sample_real(jax.random.fold_in(k, 1), n_ini))
+        first, _ = eng.fit(None, None, eng.sample_real(jax.random.fold_in(k, 1), n_ini))
 
         def step(g, t):
-            g = eng.fit(None, None, eng.sample(jax.random.fold_in(k, t), g, n_syn, lam))
+            g, _ = eng.fit(None, None, eng.sample(jax.random.fold_in(k, t), g, n_syn, lam))
             return g, g.log_diag
 
         _, rest = jax.lax.scan(step, first, jnp.arange(2, generations + 1))
