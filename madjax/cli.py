@@ -101,6 +101,35 @@ def _add_talk(group) -> None:
                        help="more detail on stderr: inner progress (epochs, root-finding stages)")
 
 
+def _bandwidth(text: str):
+    """``--bandwidth``: a rule name or a positive number."""
+    if text in ("scott", "silverman"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be scott, silverman or a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be scott, silverman or a positive number, got {text!r}")
+    return value
+
+
+def _add_model(group, models, targets) -> None:
+    """``--model`` and the point models' options (DESIGN §10: every command with ``--model``)."""
+    group.add_argument("--model", default="gaussian", choices=models,
+                       help="gaussian (exact sufficient statistics or sampled), gmm (25-component EM on the 2-D "
+                            "grid) or kde (Gaussian kernel density estimate)")
+    group.add_argument("--target", default=None, choices=targets,
+                       help="target P_r of a point model: normal N(0, I_d) or the 25-mode grid (default: "
+                            "the model's own: normal for gaussian and kde, grid for gmm)")
+    group.add_argument("--bandwidth", type=_bandwidth, default=None,
+                       help="KDE bandwidth: scott, silverman or a number (default scott)")
+
+
+def _model_options(args) -> dict:
+    return dict(model=args.model, target=args.target, bandwidth=args.bandwidth)
+
+
 def _groups(p, *titles: str) -> list:
     """Option groups of ``--help`` (loop, sizes, data, run, output)."""
     return [p.add_argument_group(t) for t in titles]
@@ -110,15 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     from madjax.data import DATA_NAMES
     from madjax.effective import EFFECTIVE_LOOPS
     from madjax.figures import FIGURE_IDS, PRESETS
-    from madjax.gaussian import FACTORS
-    from madjax.loops import ENGINES
-    from madjax.simulate import MODELS
+    from madjax.gaussian import ENGINES, FACTORS
+    from madjax.models import MODEL_NAMES
+    from madjax.points import TARGETS
 
     factors = ("auto",) + FACTORS
     parser = _Parser(
         prog="madjax",
         description=(
-            "Self-consuming generative loops in JAX: simulate Gaussian / GMM autophagous loops, "
+            "Self-consuming generative loops in JAX: simulate Gaussian / GMM / KDE autophagous loops, "
             "measure the effective sample size n_e, sweep phase diagrams, reproduce the paper's figures. "
             "Compiled functions are cached under $MADJAX_CACHE/jax (MADJAX_COMPILATION_CACHE=0 turns it off)."
         ),
@@ -131,18 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
                  description="Run C independent chains of a self-consuming loop for T generations and write "
                              "their per-generation diagnostics to RUN.nc (dims chain, generation).")
     loop, sizes, run, output = _groups(p, "loop", "sizes", "run", "output")
-    loop.add_argument("--model", default="gaussian", choices=MODELS,
-                      help="gaussian (d-dimensional, exact or sampled) or a 2-D Gaussian mixture")
+    _add_model(loop, MODEL_NAMES, TARGETS)
     loop.add_argument("--loop", required=True, choices=LOOPS, help="which self-consuming loop")
     loop.add_argument("--lam", type=float, default=1.0, help="sampling bias λ in (0, 1]")
     loop.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models")
     loop.add_argument("--accumulate", action="store_true", help="keep every previous generation's synthetic samples")
-    loop.add_argument("--engine", default="exact", choices=ENGINES,
-                      help="exact: sufficient statistics (Bartlett), any n at O(d³); sampled: draw the points")
-    loop.add_argument("--factor", default="auto", choices=factors,
-                      help="how each fitted covariance is factorised (auto: the fastest route that is exact for "
-                           "the loop's sizes)")
-    sizes.add_argument("--dim", type=int, default=None, help="dimension d (Gaussian; the GMM is 2-D)")
+    loop.add_argument("--engine", default=None, choices=ENGINES,
+                      help="Gaussian: exact (default): sufficient statistics (Bartlett), any n at O(d³); "
+                           "sampled: draw the points")
+    loop.add_argument("--factor", default=None, choices=factors,
+                      help="Gaussian: how each fitted covariance is factorised (auto, the default: the fastest "
+                           "route that is exact for the loop's sizes)")
+    sizes.add_argument("--dim", type=int, default=None, help="dimension d (the grid target is 2-D)")
     sizes.add_argument("--n-ini", type=int, default=None, help="real samples of generation 1")
     sizes.add_argument("--n-real", type=int, default=None, help="real samples per generation (t >= 2)")
     sizes.add_argument("--n-syn", type=int, default=None, help="synthetic samples per generation (t >= 2)")
@@ -155,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chunk", type=int, default=None, help="chains per compiled batch (bounds memory)")
     _add_run(run)
     output.add_argument("--out", required=True, help="output NetCDF file (RUN.nc)")
-    output.add_argument("--w2-every", type=int, default=1,
-                        help="record w2 and cov_logdet every k-th generation only (NaN between)")
+    output.add_argument("--w2-every", type=int, default=None,
+                        help="Gaussian: record w2 and cov_logdet every k-th generation only (NaN between; default 1)")
     output.add_argument("--theory", action="store_true",
                         help="print, per variable with a closed form (madjax.theory), the largest per-generation "
                              "|z| of the chains' mean against it")
@@ -167,10 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
                  description="Steady-state Wasserstein distance WD of a loop and its effective sample size n_e, "
                              "with standard errors; --threshold finds the admissibility boundary n_s* instead.")
     loop, sizes, run, output = _groups(p, "loop", "sizes", "run", "output")
+    _add_model(loop, MODEL_NAMES, TARGETS)
     loop.add_argument("--loop", required=True, choices=EFFECTIVE_LOOPS, help="which loop (both have a steady state)")
     loop.add_argument("--lam", type=float, default=1.0, help="sampling bias λ in (0, 1]")
     loop.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models")
-    sizes.add_argument("--dim", type=int, required=True, help="dimension d")
+    sizes.add_argument("--dim", type=int, default=None, help="dimension d (the grid target is 2-D)")
     sizes.add_argument("--n-real", type=int, required=True, help="real samples per generation n_r")
     sizes.add_argument("--n-syn", type=int, default=None, help="synthetic samples per generation n_s")
     sizes.add_argument("--chains", type=int, default=256,
@@ -190,10 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "to DIR/NAME.zarr as they finish (rerun the same command to resume) and exported "
                              "to DIR/NAME.nc at the end.")
     loop, sizes, run, output = _groups(p, "loop", "sizes", "run", "output")
+    _add_model(loop, MODEL_NAMES, TARGETS)
     loop.add_argument("--loop", required=True, choices=EFFECTIVE_LOOPS, help="which loop")
     loop.add_argument("--lam", type=_float_list, default=None, help="sampling biases λ in (0, 1], comma list")
     loop.add_argument("--memory", type=_int_list, default=None, help="memories K, comma list")
-    sizes.add_argument("--dim", type=int, required=True, help="dimension d")
+    sizes.add_argument("--dim", type=int, default=None, help="dimension d (the grid target is 2-D)")
     sizes.add_argument("--n-real", type=_int_list, default=None, help="real samples per generation n_r, comma list")
     sizes.add_argument("--n-syn", type=_int_list, default=None,
                        help="synthetic samples per generation n_s, comma list")
@@ -303,7 +334,7 @@ def _cmd_simulate(args) -> int:
         memory=args.memory, accumulate=args.accumulate, real_fraction=args.real_fraction,
         n_total=args.n_total, engine=args.engine, dtype="float64" if args.x64 else "float32",
         seed=args.seed, factor=args.factor, w2_every=args.w2_every, chunk=args.chunk, progress=not args.quiet,
-        allow_large=args.allow_large,
+        allow_large=args.allow_large, target=args.target, bandwidth=args.bandwidth,
     )
     if args.theory:
         print(theory_table(ds))
@@ -311,33 +342,31 @@ def _cmd_simulate(args) -> int:
 
 
 def _effective_size_command(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, threshold, dtype, w2_every=1,
-                            progress=True, allow_large=False) -> dict:
+                            progress=True, allow_large=False, model="gaussian", target=None, bandwidth=None) -> dict:
     """``madjax effective-size``: validation first, then one computation, or with ``threshold`` two (n_s*, then
     n_e at n_s* rounded); returns the JSON record of DESIGN §10."""
     from madjax._progress import log
-    from madjax.effective import admissibility_threshold, effective_size, validate_inputs
-    from madjax.validation import check_int
+    from madjax.effective import admissibility_threshold, choose_model, effective_size, validate_inputs
 
-    validate_inputs(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype)
-    w2_every = check_int("w2_every", w2_every, minimum=1)
+    choice = choose_model(model, dim=dim, dtype=dtype, target=target, w2_every=w2_every, bandwidth=bandwidth)
+    validate_inputs(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype, choice)
     if threshold and n_syn is not None:
         raise ParameterError("threshold", "searches n_s itself: omit --n-syn")
     if not threshold and n_syn is None:
         raise ParameterError("n_syn", "is required (or use --threshold)")
     if threshold:
-        found = admissibility_threshold(loop=loop, dim=dim, n_real=n_real, lam=lam, memory=memory, chains=chains,
-                                        seed=seed, dtype=dtype, w2_every=w2_every, progress=progress,
-                                        allow_large=allow_large)
+        found = admissibility_threshold(loop=loop, n_real=n_real, lam=lam, memory=memory, chains=chains,
+                                        seed=seed, progress=progress, allow_large=allow_large, model=choice)
         star = found["n_syn_star"]
         n_syn_eval = int(round(star)) if star is not None else int(found["n_syn_star_lo"])
         log.info("evaluating n_e at n_s = %d (n_s* rounded)", n_syn_eval)
-        result = effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn_eval, lam=lam, memory=memory,
-                                chains=chains, seed=seed, dtype=dtype, w2_every=w2_every, allow_large=allow_large)
+        result = effective_size(loop=loop, n_real=n_real, n_syn=n_syn_eval, lam=lam, memory=memory,
+                                chains=chains, seed=seed, allow_large=allow_large, model=choice)
         result["n_syn"] = n_syn_eval
         result.update({k: found[k] for k in ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")})
         return result
-    return effective_size(loop=loop, dim=dim, n_real=n_real, n_syn=n_syn, lam=lam, memory=memory, chains=chains,
-                          seed=seed, dtype=dtype, w2_every=w2_every, allow_large=allow_large)
+    return effective_size(loop=loop, n_real=n_real, n_syn=n_syn, lam=lam, memory=memory, chains=chains,
+                          seed=seed, allow_large=allow_large, model=choice)
 
 
 def _cmd_effective_size(args) -> int:
@@ -345,7 +374,7 @@ def _cmd_effective_size(args) -> int:
         loop=args.loop, dim=args.dim, n_real=args.n_real, n_syn=args.n_syn, lam=args.lam,
         memory=args.memory, chains=args.chains, seed=args.seed, threshold=args.threshold,
         dtype="float64" if args.x64 else "float32", w2_every=args.w2_every, progress=not args.quiet,
-        allow_large=args.allow_large,
+        allow_large=args.allow_large, **_model_options(args),
     )
     if args.json:
         print(json.dumps(result))
@@ -357,7 +386,8 @@ def _cmd_effective_size(args) -> int:
 
 
 def _sweep_command(*, values: dict, grid_file: str | None, out: str, name: str, loop: str, dim: int, chains: int,
-                   seed: int, dtype: str, progress: bool, allow_large: bool):
+                   seed: int, dtype: str, progress: bool, allow_large: bool, model="gaussian", target=None,
+                   bandwidth=None):
     """``madjax sweep``: ``values`` (a list per parameter, None where not given) or a JSON ``grid_file``;
     lists with one value are fixed, longer lists are swept. Prints the exported file unless quiet."""
     import os
@@ -376,7 +406,8 @@ def _sweep_command(*, values: dict, grid_file: str | None, out: str, name: str, 
             raise ParameterError("n_real", "no grid given")
         grid = {first: [fixed.pop(first)]}
     ds = run_effective_sweep(out, name, loop=loop, dim=dim, grid=grid, fixed=fixed, chains=chains, seed=seed,
-                             dtype=dtype, progress=progress, allow_large=allow_large)
+                             dtype=dtype, progress=progress, allow_large=allow_large, model=model, target=target,
+                             bandwidth=bandwidth)
     if progress:
         print(os.path.join(out, f"{name}.nc"))
     return ds
@@ -387,7 +418,8 @@ def _cmd_sweep(args) -> int:
 
     _sweep_command(values={k: getattr(args, k) for k in SWEEP_PARAMS if k != "n_ini"}, grid_file=args.grid,
                    out=args.out, name=args.name, loop=args.loop, dim=args.dim, chains=args.chains, seed=args.seed,
-                   dtype="float64" if args.x64 else "float32", progress=not args.quiet, allow_large=args.allow_large)
+                   dtype="float64" if args.x64 else "float32", progress=not args.quiet, allow_large=args.allow_large,
+                   **_model_options(args))
     return 0
 
 

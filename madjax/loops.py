@@ -50,6 +50,7 @@ compilation is therefore (spec, T, chunk shape): a whole grid of (n_r, n_s,
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any, NamedTuple
 
@@ -62,6 +63,10 @@ from madjax.distributed import chain_devices
 from madjax.validation import ParameterError, check_choice, check_int
 
 LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
+
+TRACES: collections.Counter = collections.Counter()
+"""How many times :func:`run_chain` was traced, per :class:`LoopSpec` (a Python side effect, so it
+counts compilations, not calls): the guard that a sweep does not silently recompile per cell."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,6 +258,7 @@ def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int, 
       first; with ``snapshots``, the pair ``(record, params)`` where ``params``
       has leaves stacked over ``(len(snapshots),)``.
     """
+    TRACES[spec] += 1
     model = spec.model.build()
     slots = spec.memory
     k_real, _, k_fit, k_diag = generation_keys(key, 1)

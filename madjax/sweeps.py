@@ -35,6 +35,7 @@ from madjax.effective import (
     EFFECTIVE_LOOPS,
     burn_in,
     check_steady_resources,
+    choose_model,
     edist_table,
     horizon_level,
     invert,
@@ -236,9 +237,10 @@ class CellStore:
         return ds
 
 
-def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict, fixed: dict | None = None,
-                        chains: int = 256, seed: int = 0, dtype: str = "float32", batch: int = 16,
-                        progress: bool = True, allow_large: bool = False) -> xr.Dataset:
+def run_effective_sweep(out: str, name: str, *, loop: str, dim: int | None = None, grid: dict,
+                        fixed: dict | None = None, chains: int = 256, seed: int = 0, dtype: str = "float32",
+                        batch: int = 16, progress: bool = True, allow_large: bool = False, model="gaussian",
+                        target=None, bandwidth=None, n_eval=None, table_n_max=None) -> xr.Dataset:
     """n_e/n_r, WD and their standard errors over a grid; resumable (see module docstring).
 
     Args:
@@ -248,6 +250,9 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
       name: a plain file name (it may not leave ``out``).
       allow_large: run even a grid whose estimated memory or time is absurd
         (:func:`madjax.effective.check_steady_resources`).
+      model, target, bandwidth, n_eval, table_n_max: the jittable model and its
+        options, as in :func:`madjax.effective.effective_size` (a
+        :class:`~madjax.models.ModelChoice` is accepted too).
 
     Everything is validated before the first file is written.
 
@@ -256,7 +261,10 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
     """
     fixed = dict(fixed or {})
     check_choice("loop", loop, EFFECTIVE_LOOPS)
-    dim = check_int("dim", dim, minimum=1)
+    choice = choose_model(model, dim=dim, dtype=dtype, target=target, bandwidth=bandwidth, n_eval=n_eval)
+    dim, dtype = choice.dim, choice.dtype
+    if table_n_max is not None:
+        check_int("table_n_max", table_n_max, minimum=choice.entry.table[0] + 1)
     chains = check_int("chains", chains, minimum=2, maximum=INT32_MAX)
     seed = check_seed(seed)
     dtype = check_dtype(dtype)
@@ -271,12 +279,18 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
                  allow_large=allow_large)
     combos = list(itertools.product(*grid.values()))
     cells = [cell_params({**fixed, **dict(zip(names, combo))}) for combo in combos]
+    fewest = choice.min_points
+    for c in cells:
+        if c["n_real"] < fewest:
+            raise ParameterError("n_real", f"a training set of the {choice.name} model needs at least {fewest} "
+                                           f"points, got n_real = {c['n_real']}")
     memory_slots = max(c["memory"] for c in cells)
-    check_steady_resources(cells, dim=dim, chains=chains, dtype=dtype, memory_slots=memory_slots, batch=batch,
-                           by_level=True, allow_large=allow_large)
+    check_steady_resources(cells, chains=chains, memory_slots=memory_slots, batch=batch, by_level=True,
+                           allow_large=allow_large, model=choice)
     # Cells are grouped by horizon level (powers of two of T): one compilation per level.
     levels = [horizon_level(burn_in(c["n_real"], c["n_syn"], c["memory"])) for c in cells]
-    config = {"loop": loop, "dim": dim, "grid": grid, "fixed": fixed, "chains": chains, "seed": seed, "dtype": dtype}
+    config = {"loop": loop, "grid": grid, "fixed": fixed, "chains": chains, "seed": seed, **choice.record(),
+              "table_n_max": table_n_max}
     os.makedirs(out, exist_ok=True)
     f8 = ((), (), np.float64, np.nan)
     outputs = {k: f8 for k in OUTPUTS}
@@ -284,7 +298,7 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
                    burn_in=((), (), np.int32, -1))
     store = CellStore(os.path.join(out, f"{name}.zarr"), grid, outputs, config, fixed,
                       nan_ok=("n_e_se", "n_e_ratio_se"))
-    table = edist_table(dim, dtype)
+    table = edist_table(model=choice, n_max=table_n_max)
     index = store.cells()
     done = store.done()
     todo = [i for i, idx in enumerate(index) if not done[idx]]
@@ -295,8 +309,8 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int, grid: dict,
         batches = [(level, group[start:start + batch]) for level in sorted(set(levels))
                    for group in [[i for i in todo if levels[i] == level]] for start in range(0, len(group), batch)]
         for level, chunk in batches:
-            ests = steady_wd_cells([cells[i] for i in chunk], loop=loop, dim=dim, chains=chains, seed=seed,
-                                   dtype=dtype, memory_slots=memory_slots, batch=batch, horizon_T=level)
+            ests = steady_wd_cells([cells[i] for i in chunk], loop=loop, chains=chains, seed=seed,
+                                   memory_slots=memory_slots, batch=batch, horizon_T=level, model=choice)
             for i, est in zip(chunk, ests):
                 rec = result_record(est, invert(table, est.wd, est.wd_se), cells[i]["n_real"], chains)
                 rec["n_e_bound"] = _BOUND_CODE[rec["n_e_bound"]]
