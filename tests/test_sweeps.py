@@ -184,3 +184,21 @@ def test_all_paper_presets_pass_dry_run(tmp_path, capsys):
     figs = ["fig9", "fig10", "fig30", "fig31", "fig32", "fig33", "fig34"]
     assert main(["reproduce", *figs, "--preset", "paper", "--dry-run", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.count("compiled OK") == len(figs)
+
+
+def test_a_sweep_compiles_once_per_horizon_level_and_group_not_per_cell(tmp_path):
+    """The trace-count guard: 8 cells, all swept values traced. Cells share one executable per
+    (horizon level, factorisation); a cell that fails the convergence check reruns its group at
+    twice the horizon (at most ``extend = 2`` times)."""
+    from madjax.effective import burn_in, cell_factor, edist_table, horizon_level
+    from madjax.loops import TRACES
+
+    edist_table(2)  # the table's own compilation is not the sweep's
+    grid = {"n_real": [4, 8], "n_syn": [2, 3], "lam": [1.0, 0.8]}
+    groups = {(horizon_level(burn_in(r, s)), cell_factor("fresh", 2, dict(n_real=r, n_syn=s)))
+              for r in grid["n_real"] for s in grid["n_syn"]}
+    before = sum(TRACES.values())
+    ds = sweeps.run_effective_sweep(str(tmp_path), "g", loop="fresh", dim=2, grid=grid, chains=8, seed=0,
+                                    progress=False)
+    traces = sum(TRACES.values()) - before
+    assert len(groups) <= traces <= 3 * len(groups) < ds.n_e_ratio.size

@@ -44,6 +44,7 @@ _MODULES = {
     "fig32": "madjax.figures.phase",
     "fig33": "madjax.figures.phase",
     "fig34": "madjax.figures.phase",
+    "gmm-phase": "madjax.figures.phase",
     "fig11": "madjax.figures.gmm",
     "fig12": "madjax.figures.gmm",
     "fig15": "madjax.figures.glow",

@@ -1,4 +1,4 @@
-"""Gaussian phase diagrams and trajectories: Figures 9, 10, 30, 31, 32, 33, 34.
+"""Phase diagrams and trajectories: Figures 9, 10, 30, 31, 32, 33, 34 (Gaussian) and ``gmm-phase``.
 
 Grids (the paper's text does not list them; chosen to cover the regimes it
 describes -- n_r from below d to far above it, n_s/n_r from about 0.1 to
@@ -9,6 +9,19 @@ describes -- n_r from below d to far above it, n_s/n_r from about 0.1 to
 * ``quick``: d = 10 with n_r and n_s scaled with d (n_r from 0.5 d to 32 d),
   n_s/n_r up to ~64, 64–128 chains: a 2-core CPU in minutes.
 * ``smoke``: d = 4, 2×2 grids, 32 chains: seconds; what tests and notebooks run.
+
+``gmm-phase`` is Fig. 10's diagram for the 25-component GMM on the 2-D grid
+(fresh loop, n_e/n_r over (n_r, n_s), panels λ = 1 and λ = 0.8), with WD the
+mixture Wasserstein distance (:mod:`madjax.gmm`) and the GMM's own E-dist
+table. A training set needs ≥ 25 points, so n_r starts at 50; the E-dist
+table reaches as far in n as EM's cost allows in the preset (beyond it n_e is
+a bound, marked ≥ on the cell):
+
+* ``paper``: n_r ∈ {50 … 3000}, n_s ∈ {25 … 10⁴}, 1000 chains, table to 10⁵:
+  GPU-scale, checked with ``--dry-run``;
+* ``quick``: n_r ∈ {50, 100, 200}, n_s ∈ {25, 100, 400}, 128 chains, table to
+  2·10⁴, evaluation samples of 64 points (only ``w2`` enters n_e);
+* ``smoke``: n_r ∈ {30, 60}, n_s ∈ {15, 60}, 8 chains, table to 10³.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ from madjax.io import (SCHEMA_VERSION, atomic_path, check_schema, describe, open
                        write_json)
 from madjax.gaussian import GaussianSpec
 from madjax.loops import LoopParams, LoopSpec, padded_chain_ids, run_cells_jit, stack_params
+from madjax.models import ModelChoice
 from madjax.sweeps import CellStore, cell_params, run_effective_sweep, validate_grid
 from madjax.validation import ParameterError, check_choice, check_name
 from madjax.walltime import Calibration, calibrate, estimate
@@ -61,6 +75,9 @@ class PhaseConfig:
     threshold: bool = False
     generations: int = 0  # trajectory only
     threshold_ratio_max: float = 100.0  # root finding for n_s* searches n_s ≤ this × n_r
+    model: str = "gaussian"  # a jittable model of madjax.models.MODELS
+    model_options: tuple = ()  # its options, (name, value) pairs
+    table_n_max: int | None = None  # the E-dist table's largest n (None: the model's default)
 
     def __post_init__(self):
         check_name("fig", self.fig)  # names become files under DIR: a stored config may not lead out of it
@@ -68,6 +85,10 @@ class PhaseConfig:
             check_name("sweeps", name)
             if self.kind != "trajectory":
                 validate_grid(grid, fixed)
+        self.choice()  # the model and its options are valid
+
+    def choice(self) -> ModelChoice:
+        return ModelChoice.create(self.model, dim=self.dim, **dict(self.model_options))
 
 
 def _cfg(fig, preset, **per_preset):
@@ -161,6 +182,19 @@ def get_config(fig: str, preset: str) -> PhaseConfig:
                     smoke=dict(loop="synthetic-augmentation", dim=4, chains=32, kind="heatmap", x="n_syn",
                                y="lam", panel="n_real",
                                sweeps=(("fig31", {"n_real": [3], "lam": [1.0, 0.6], "n_syn": [4, 32]}, {}),)))
+    if fig == "gmm-phase":
+        # The GMM's Fig. 10: n_e/n_r over (n_r, n_s) at λ = 1 and 0.8 (module docstring for the grids).
+        gmm = dict(loop="fresh", dim=2, kind="heatmap", model="gmm")
+        return _cfg(fig, preset,
+                    paper=dict(**gmm, chains=1000, table_n_max=10**5,
+                               sweeps=(("gmm_phase", {"lam": [1.0, 0.8], "n_real": [50, 100, 300, 1000, 3000],
+                                                      "n_syn": [25, 100, 300, 1000, 3000, 10000]}, {}),)),
+                    quick=dict(**gmm, chains=128, table_n_max=20000, model_options=(("n_eval", 64),),
+                               sweeps=(("gmm_phase", {"lam": [1.0, 0.8], "n_real": [50, 100, 200],
+                                                      "n_syn": [25, 100, 400]}, {}),)),
+                    smoke=dict(**gmm, chains=8, table_n_max=1000, model_options=(("n_eval", 32),),
+                               sweeps=(("gmm_phase", {"lam": [1.0, 0.8], "n_real": [30, 60],
+                                                      "n_syn": [15, 60]}, {}),)))
     raise KeyError(fig)
 
 
@@ -232,8 +266,8 @@ def run(cfg: PhaseConfig, out: str, *, seed: int = 0, progress: bool = True) -> 
     if cfg.kind == "trajectory":
         return _run_trajectory(cfg, out, seed, progress)
     for name, grid, fixed in cfg.sweeps:
-        run_effective_sweep(out, name, loop=cfg.loop, dim=cfg.dim, grid=grid, fixed=fixed, chains=cfg.chains,
-                            seed=seed, progress=progress)
+        run_effective_sweep(out, name, loop=cfg.loop, grid=grid, fixed=fixed, chains=cfg.chains,
+                            seed=seed, progress=progress, model=cfg.choice(), table_n_max=cfg.table_n_max)
     if cfg.threshold:
         _run_threshold(cfg, out, seed, progress)
 
@@ -255,8 +289,8 @@ def _threshold_work(cfg: PhaseConfig) -> tuple[int, float, int]:
 def _calibration(cfg: PhaseConfig, cell: dict, slots: int) -> Calibration:
     """A short timed run of the function the figure compiles (16 cells x up to 16 chains x 2 generations)."""
     batch, generations = 16, 2
-    spec = LoopSpec(kind=cfg.loop, memory=slots,
-                    model=GaussianSpec(dim=cfg.dim, factor=cell_factor(cfg.loop, cfg.dim, cell)))
+    choice = cfg.choice()
+    spec = LoopSpec(kind=cfg.loop, memory=slots, model=choice.group_spec(choice.group_key(cfg.loop, cell)))
     params = stack_params([LoopParams.create(**cell)] * batch)
     ids, _ = padded_chain_ids(0, min(cfg.chains, 16))
     if cfg.kind == "trajectory":
@@ -274,6 +308,10 @@ def dry_run(cfg: PhaseConfig) -> str:
     """Shapes, horizons, work, a memory estimate and the wall time estimated on this machine from a short
     calibration run of the compiled function (:mod:`madjax.walltime`) -- no sweep."""
     parts, work, compilations = [], 0.0, 0
+    if cfg.model != "gaussian":
+        n_min, _, table_chains, table_points = cfg.choice().entry.table
+        parts.append(f"E-dist table of the {cfg.model} model: {table_points} sizes from {n_min} to "
+                     f"{cfg.table_n_max or cfg.choice().entry.table[1]} x {table_chains} chains (cached once built)")
     for name, grid, fixed in cfg.sweeps:
         keys = list(grid)
         cells = [cell_params({**fixed, **dict(zip(keys, c))}) for c in itertools.product(*grid.values())]
@@ -283,14 +321,17 @@ def dry_run(cfg: PhaseConfig) -> str:
             levels = [horizon_level(burn_in(c["n_real"], c["n_syn"], c["memory"])) for c in cells]
         slots = max(c["memory"] for c in cells)
         batch = 16
-        mem = batch * cfg.chains * (4 * slots + 8) * cfg.dim**2 * 4
+        choice = cfg.choice()
+        rows = max(max(c.get("n_ini", 0), c["n_real"], c["n_syn"]) for c in cells)
+        mem = batch * cfg.chains * choice.cost(slots, rows)[0]
         if cfg.kind == "trajectory":
             levels = [T] * len(cells)
         sweep_work = cfg.chains * sum(levels)
         work += sweep_work
-        compilations += len({(level, cell_factor(cfg.loop, cfg.dim, c)) for level, c in zip(levels, cells)})
-        parts.append(f"{name}: {len(cells)} cells x {cfg.chains} chains, T from {min(levels)} to {max(levels)} "
-                     f"generations ({len(set(levels))} compiled horizons), d={cfg.dim}, {sweep_work:.3g} "
+        compilations += len({(level, choice.group_key(cfg.loop, c)) for level, c in zip(levels, cells)})
+        parts.append(f"{name}: {len(cells)} cells x {cfg.chains} chains of the {cfg.model} model, T from "
+                     f"{min(levels)} to {max(levels)} generations ({len(set(levels))} compiled horizons), "
+                     f"d={cfg.dim}, {sweep_work:.3g} "
                      f"chain-generations, ~{mem / 2**30:.2f} GiB per batch")
     if cfg.threshold:
         roots, root_work, root_compilations = _threshold_work(cfg)
@@ -318,6 +359,8 @@ _TEXT = {
               r"Fig. 33 (Gaussian, d = 100, $n_r = 10^3$, $n_s = 10^4$, $\lambda$ = 1)"),
     "fig34": (r"Fresh data loop: WD vs total data $n = n_r + n_s$, for real fraction $p$ and sampling bias $\lambda$",
               "Fig. 34 (Gaussian, d = 100)"),
+    "gmm-phase": (r"GMM fresh data loop: $n_e/n_r$ over $n_r$ and $n_s$ (WD: mixture $W_2$), one panel per $\lambda$",
+                  "Fig. 10 for the 25-mode GMM (2-D grid; not in the paper)"),
 }
 # Dimensions drawn on log axes (sample sizes); the others (λ, p, K) are linear.
 _LOG_DIMS = frozenset({"n_real", "n_syn", "n_ini", "n_total"})
@@ -651,6 +694,7 @@ def _figure(fig_id: str) -> Figure:
         try:
             raw = dict(saved["preset_config"])
             raw["sweeps"] = tuple(tuple(s) for s in raw["sweeps"])
+            raw["model_options"] = tuple(tuple(o) for o in raw.get("model_options", ()))
             cfg = PhaseConfig(**raw)
         except (KeyError, TypeError, ValueError) as err:
             raise ParameterError("from", f"{path}: not a {fig_id} configuration "
@@ -660,4 +704,4 @@ def _figure(fig_id: str) -> Figure:
     return Figure(fig_id, lambda preset: get_config(fig_id, preset), run_fig, dry_run, plot)
 
 
-FIGURES = {f: _figure(f) for f in ("fig9", "fig10", "fig30", "fig31", "fig32", "fig33", "fig34")}
+FIGURES = {f: _figure(f) for f in ("fig9", "fig10", "fig30", "fig31", "fig32", "fig33", "fig34", "gmm-phase")}
