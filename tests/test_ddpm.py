@@ -19,6 +19,7 @@ from madjax.data import Images, load_images
 from madjax.deep.ddpm import (
     DDPM_CONFIGS,
     DDPMConfig,
+    DDPMInfo,
     DDPMParams,
     ancestral_sample,
     balanced_labels,
@@ -62,7 +63,8 @@ def smoke_fit(digits):
     model = ddpm(SMOKE)
     params0 = model.init(jax.random.PRNGKey(0))
     data = Images(digits.x[:256], digits.y[:256])
-    return model, params0, model.fit(jax.random.PRNGKey(1), params0, data), data
+    params1, info = model.fit(jax.random.PRNGKey(1), params0, data)
+    return model, params0, params1, data, info
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +271,7 @@ def test_fit_lowers_the_loss(smoke_fit):
     16 groups of 256 images × their own draws give 16 paired differences;
     their mean must exceed z standard errors.
     """
-    _, params0, params1, data = smoke_fit
+    _, params0, params1, data, info = smoke_fit
     sched = schedule(SMOKE)
     x0, y = 2.0 * data.x - 1.0, data.y
 
@@ -286,10 +288,14 @@ def test_fit_lowers_the_loss(smoke_fit):
     drop = before - after
     assert drop.mean() > zcrit(m=2) * drop.std(ddof=1) / np.sqrt(drop.size), (before.mean(), after.mean())
     assert int(params1.step) == SMOKE.epochs * (256 // SMOKE.batch_size)
+    # The fit's info: the last epoch's mean loss, this fit's optimiser steps, no non-finite loss.
+    assert isinstance(info, DDPMInfo) and all(jnp.shape(v) == () for v in info)
+    assert int(info.steps) == int(params1.step) and not bool(info.nonfinite)
+    assert np.isfinite(float(info.loss)) and float(info.loss) > 0
 
 
 def test_fit_validates_data(smoke_fit):
-    model, params0, _, data = smoke_fit
+    model, params0, _, data, _ = smoke_fit
     key = jax.random.PRNGKey(0)
     for bad in (Images(data.x[:, :7], data.y), Images(data.x, data.y[:-1]), Images(data.x, data.y + 1),
                 data.x):
@@ -300,13 +306,14 @@ def test_fit_validates_data(smoke_fit):
 
 def test_warm_start_flag(smoke_fit):
     """warm_start=True continues from the given weights; False re-initialises from the fit key."""
-    model, params0, params1, data = smoke_fit
+    model, params0, params1, data, _ = smoke_fit
     key = jax.random.PRNGKey(8)
-    warm_a, warm_b = model.fit(key, params0, data), model.fit(key, params1, data)
+    (warm_a, _), (warm_b, info_b) = model.fit(key, params0, data), model.fit(key, params1, data)
+    assert int(info_b.steps) == int(params1.step)  # this fit's steps, not the running count
     assert int(warm_b.step) == 2 * int(params1.step)
     assert any(not np.allclose(u, v) for u, v in zip(jax.tree.leaves(warm_a.params), jax.tree.leaves(warm_b.params)))
     cold = ddpm(dataclasses.replace(SMOKE, warm_start=False))  # shares the smoke model's executables
-    cold_a, cold_b = cold.fit(key, params0, data), cold.fit(key, params1, data)
+    (cold_a, _), (cold_b, _) = cold.fit(key, params0, data), cold.fit(key, params1, data)
     for u, v in zip(jax.tree.leaves(cold_a), jax.tree.leaves(cold_b)):
         np.testing.assert_array_equal(u, v)
     assert int(cold_b.step) == int(params1.step)

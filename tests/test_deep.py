@@ -30,7 +30,7 @@ def _tagging_model(calls):
 
     def fit(key, params, data):
         calls.append(np.asarray(data))
-        return params + 1
+        return params + 1, {}
 
     def sample(key, params, n, lam):
         return jnp.full((n, 2), params, jnp.float32)

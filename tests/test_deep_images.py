@@ -44,7 +44,7 @@ def _tagging_model(calls, *, conditional=True):
 
     def fit(key, params, data):
         calls.append(Images(np.asarray(data.x), np.asarray(data.y)))
-        return params + 1
+        return params + 1, {}
 
     def sample(key, params, n, lam):
         rows = jnp.arange(n, dtype=jnp.float32)

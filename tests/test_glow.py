@@ -10,7 +10,7 @@ import pytest
 from conftest import assert_close_se, zcrit
 
 from madjax.data import ROSENBROCK_VAR, rosenbrock_log_density, rosenbrock_sample
-from madjax.deep.glow import GlowConfig, GlowParams, glow, glow_inverse, glow_log_prob, glow_transform
+from madjax.deep.glow import GlowConfig, GlowInfo, GlowParams, glow, glow_inverse, glow_log_prob, glow_transform
 from madjax.validation import ParameterError
 
 SMALL = GlowConfig(couplings=3, hidden=8, epochs=1, batch_size=64)
@@ -96,7 +96,9 @@ def test_trained_first_generation_matches_the_target():
     model = glow(config)
     n_train, n_eval = 10_000, 200_000
     x = rosenbrock_sample(jax.random.PRNGKey(10), n_train)
-    params = model.fit(jax.random.PRNGKey(11), model.init(jax.random.PRNGKey(12)), x)
+    params, info = model.fit(jax.random.PRNGKey(11), model.init(jax.random.PRNGKey(12)), x)
+    assert isinstance(info, GlowInfo) and not bool(info.nonfinite) and np.isfinite(float(info.loss))
+    assert int(info.steps) == config.epochs * (n_train // config.batch_size)
     s = np.asarray(model.sample(jax.random.PRNGKey(13), params, n_eval, 1.0), np.float64)
     assert np.all(np.isfinite(s))
     z = zcrit(m=3)

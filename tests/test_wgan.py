@@ -11,6 +11,7 @@ from madjax.data import Images, load_images
 from madjax.deep.wgan import (
     WGAN_CONFIGS,
     WGANConfig,
+    WGANInfo,
     WGANParams,
     conv2d_im2col,
     critic_loss,
@@ -42,9 +43,16 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def fitted(model, digits):
+def fit_result(model, digits):
+    """``(start, params, info)`` of one smoke fit."""
     start = model.init(jax.random.PRNGKey(0))
-    return start, model.fit(jax.random.PRNGKey(1), start, digits)
+    return (start, *model.fit(jax.random.PRNGKey(1), start, digits))
+
+
+@pytest.fixture(scope="module")
+def fitted(fit_result):
+    start, params, _ = fit_result
+    return start, params
 
 
 def _batch(key, b=6, shape=(8, 8)):
@@ -223,18 +231,28 @@ def test_fit_runs_the_documented_schedule(fitted, digits):
     assert int(params.critic_opt[0].count) == SMOKE.n_critic * steps
 
 
+def test_fit_info_reports_the_last_epoch(fit_result, digits):
+    start, params, info = fit_result
+    assert isinstance(info, WGANInfo)
+    assert all(jnp.shape(v) == () for v in info)
+    assert int(info.steps) == int(params.generator_opt[0].count)
+    assert not bool(info.nonfinite)
+    assert all(np.isfinite(float(v)) for v in (info.wasserstein, info.penalty, info.generator_loss))
+    assert float(info.penalty) >= 0
+
+
 def test_warm_start_flag(fitted, digits):
     start, _ = fitted
     cold = wgan(dataclasses.replace(SMOKE, warm_start=False))
     key = jax.random.PRNGKey(16)
     # Re-initialised from the key: the incoming parameters do not matter.
-    a = cold.fit(key, start, digits)
-    b = cold.fit(key, cold.init(jax.random.PRNGKey(17)), digits)
+    a, _ = cold.fit(key, start, digits)
+    b, _ = cold.fit(key, cold.init(jax.random.PRNGKey(17)), digits)
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(u, v)
     # Warm start continues Adam's count from the incoming state.
     model = wgan(SMOKE)
-    warm = model.fit(key, a, digits)
+    warm, _ = model.fit(key, a, digits)
     assert int(warm.generator_opt[0].count) == 2 * int(a.generator_opt[0].count)
 
 

@@ -11,9 +11,10 @@
   against the held-out test split.
 """
 
-from madjax.deep.glow import GlowConfig, GlowParams, glow, glow_log_prob
+from madjax.deep.glow import GlowConfig, GlowInfo, GlowParams, glow, glow_log_prob
 from madjax.deep.loop import DeepLoop, read_metrics, run_loop
 from madjax.deep.runner import GLOW_PRESETS, MODELS, image_evaluation, train
 
-__all__ = ["DeepLoop", "GLOW_PRESETS", "GlowConfig", "GlowParams", "MODELS", "glow", "glow_log_prob",
+__all__ = ["DeepLoop", "GLOW_PRESETS", "GlowConfig", "GlowInfo", "GlowParams",
+           "MODELS", "glow", "glow_log_prob",
            "image_evaluation", "read_metrics", "run_loop", "train"]

@@ -596,6 +596,22 @@ class DDPMParams(NamedTuple):
     step: Array
 
 
+class DDPMInfo(NamedTuple):
+    """Diagnostics of one :func:`ddpm` ``fit`` (the ``info`` of ``(params, info)``), each a ``()`` array.
+
+    Attributes:
+      loss: float32, the denoising loss (:func:`loss`) averaged over the
+        minibatches of the last epoch.
+      steps: int32, optimiser steps taken by this fit (``params.step``
+        counts them over every fit since ``init``).
+      nonfinite: bool, True if any epoch's mean loss was NaN or ±inf.
+    """
+
+    loss: Array
+    steps: Array
+    nonfinite: Array
+
+
 @functools.cache
 def _graphdef(config: DDPMConfig):
     """The (static, hashable) graph of the U-Net of this architecture."""
@@ -739,10 +755,12 @@ def ddpm(config: DDPMConfig = DDPMConfig(), *, progress: bool = False) -> Genera
       ``GenerativeModel(init, fit, sample)`` with
 
       * ``init(key) -> DDPMParams``: a fresh U-Net (ε_θ ≡ 0), EMA = weights;
-      * ``fit(key, params, data: Images) -> DDPMParams``: ``config.epochs``
-        epochs of clipped Adam on :func:`loss` with label dropout, each epoch
-        one jitted ``lax.scan`` over minibatches; warm-started from
-        ``params`` unless ``config.warm_start`` is False;
+      * ``fit(key, params, data: Images) -> (DDPMParams, DDPMInfo)``:
+        ``config.epochs`` epochs of clipped Adam on :func:`loss` with label
+        dropout, each epoch one jitted ``lax.scan`` over minibatches;
+        warm-started from ``params`` unless ``config.warm_start`` is False;
+        :class:`DDPMInfo` holds the last epoch's mean loss, the number of
+        optimiser steps and a non-finite flag (device scalars: no host sync);
       * ``sample(key, params, n, lam) -> Images``: n images with balanced
         labels (:func:`balanced_labels`) from the ancestral sampler with
         guidance w = 1/λ − 1 and the EMA weights; x ``(n, H, W)`` float32 in
@@ -754,18 +772,20 @@ def ddpm(config: DDPMConfig = DDPMConfig(), *, progress: bool = False) -> Genera
     """
     init, train_epoch, sample_chunk = _compiled(_canonical(config))
 
-    def fit(key: Array, params: DDPMParams, data: Images) -> DDPMParams:
+    def fit(key: Array, params: DDPMParams, data: Images) -> tuple[DDPMParams, DDPMInfo]:
         x0, y = _check_images(config, data)
         k_init, k_train = jax.random.split(key)
         if not config.warm_start:
             params = init(k_init)
+        start, nonfinite = params.step, jnp.zeros((), bool)
         with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch", nested=True) as bar:
             for epoch in range(config.epochs):
                 params, value = train_epoch(jax.random.fold_in(k_train, epoch), params, x0, y, epoch, config.epochs)
+                nonfinite = nonfinite | ~jnp.isfinite(value)
                 bar.update(1)
                 if not bar.disable:  # the host sync only when someone is watching
                     bar.set_postfix(loss=f"{float(value):.2f}")
-        return params
+        return params, DDPMInfo(value, params.step - start, nonfinite)
 
     def sample(key: Array, params: DDPMParams, n: int, lam) -> Images:
         n = check_int("n", n, minimum=1)

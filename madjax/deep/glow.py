@@ -243,6 +243,21 @@ class GlowParams(NamedTuple):
     opt_state: optax.OptState
 
 
+class GlowInfo(NamedTuple):
+    """Diagnostics of one :func:`glow` ``fit`` (the ``info`` of ``(params, info)``), each a ``()`` array.
+
+    Attributes:
+      loss: float32, mean negative log-likelihood (nats per point) over the
+        minibatches of the last epoch.
+      steps: int32, optimiser steps taken by this fit (epochs × minibatches).
+      nonfinite: bool, True if any epoch's mean loss was NaN or ±inf.
+    """
+
+    loss: Array
+    steps: Array
+    nonfinite: Array
+
+
 def _optimizer(config: GlowConfig) -> optax.GradientTransformation:
     """Clipped Adam *directions*; the step size is applied by the caller (see below)."""
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.scale_by_adam())
@@ -273,10 +288,12 @@ def glow(config: GlowConfig = GlowConfig(), *, progress: bool = False) -> Genera
 
       * ``init(key) -> GlowParams``: random rotation mixings, identity couplings,
         ActNorm not yet initialised;
-      * ``fit(key, params, data) -> GlowParams``: ``config.epochs`` epochs of
-        Adam on the mean negative log-likelihood of ``data`` ``(n, d)``
-        float32, warm-started from ``params`` (ActNorm is initialised on the
-        first ``init_points`` points of the first fit);
+      * ``fit(key, params, data) -> (GlowParams, GlowInfo)``: ``config.epochs``
+        epochs of Adam on the mean negative log-likelihood of ``data``
+        ``(n, d)`` float32, warm-started from ``params`` (ActNorm is
+        initialised on the first ``init_points`` points of the first fit);
+        :class:`GlowInfo` holds the last epoch's mean loss, the number of
+        optimiser steps and a non-finite flag (device scalars: no host sync);
       * ``sample(key, params, n, lam) -> (n, d)`` float32: f⁻¹(√λ ε).
 
       The record also works with :func:`glow_log_prob` for likelihoods.
@@ -319,20 +336,23 @@ def glow(config: GlowConfig = GlowConfig(), *, progress: bool = False) -> Genera
         _, params, buffers = nnx.split(model, nnx.Param, ...)
         return GlowParams(params, buffers, state.opt_state)
 
-    def fit(key: Array, params: GlowParams, data: Array) -> GlowParams:
+    def fit(key: Array, params: GlowParams, data: Array) -> tuple[GlowParams, GlowInfo]:
         data = jnp.asarray(data, jnp.float32)
         if data.ndim != 2 or data.shape[1] != config.dim:
             raise ParameterError("data", f"must have shape (n, {config.dim}), got {data.shape}")
         # One host read of a flag per generation: the data init runs on the first fit only.
         if not bool(params.buffers["initialized"][...]):
             params = data_init(params, data)
+        nonfinite = jnp.zeros((), bool)
         with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch", nested=True) as bar:
             for epoch in range(config.epochs):
                 params, loss = train_epoch(jax.random.fold_in(key, epoch), params, data, epoch)
+                nonfinite = nonfinite | ~jnp.isfinite(loss)
                 bar.update(1)
                 if not bar.disable:  # the host sync only when someone is watching
                     bar.set_postfix(nll=f"{float(loss):.3f}")
-        return params
+        steps = config.epochs * (data.shape[0] // min(config.batch_size, data.shape[0]))  # as train_epoch
+        return params, GlowInfo(loss, jnp.asarray(steps, jnp.int32), nonfinite)
 
     @functools.partial(jax.jit, static_argnums=2)
     def _sample(key, params, n, lam):

@@ -303,9 +303,10 @@ def run_loop(
     """Run (or resume) one chain of a deep self-consuming loop.
 
     Args:
-      model: ``GenerativeModel(init, fit, sample)``; its ``Params`` must be a
-        pytree orbax can save (``jax.eval_shape(model.init, key)`` gives the
-        restore target).
+      model: ``GenerativeModel(init, fit, sample)``, ``fit`` returning
+        ``(params, info)``; its ``Params`` must be a pytree orbax can save
+        (``jax.eval_shape(model.init, key)`` gives the restore target). The
+        fit's ``info`` is not recorded (metrics.csv holds the evaluation).
       source: the real-data source.
       loop: loop kind and sizes.
       lam: sampling bias λ ∈ (0, 1] of every synthetic draw (and of the
@@ -381,7 +382,7 @@ def run_loop(
                         new = pool
                     parts.append(new)
                 train = concatenate(parts)
-            params = model.fit(jax.random.fold_in(key, _FIT), params, train)
+            params, info = model.fit(jax.random.fold_in(key, _FIT), params, train)  # info: not in metrics.csv
             history = (history + [params])[-loop.memory:]
 
             x_model = model.sample(jax.random.fold_in(key, _EVAL), params, n_eval, lam)

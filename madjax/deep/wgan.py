@@ -411,6 +411,26 @@ class TrainStats(NamedTuple):
     generator_loss: Array
 
 
+class WGANInfo(NamedTuple):
+    """Diagnostics of one :func:`wgan` ``fit`` (the ``info`` of ``(params, info)``), each a ``()`` array.
+
+    Attributes:
+      wasserstein: float32, the critic's W₁ estimate averaged over the last
+        epoch's generator steps (:class:`TrainStats`).
+      penalty: float32, the gradient penalty, averaged likewise.
+      generator_loss: float32, L_G averaged likewise.
+      steps: int32, generator steps taken by this fit (each after
+        ``n_critic`` critic steps).
+      nonfinite: bool, True if any epoch's statistics held a NaN or ±inf.
+    """
+
+    wasserstein: Array
+    penalty: Array
+    generator_loss: Array
+    steps: Array
+    nonfinite: Array
+
+
 def _optimizers(config: WGANConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
     adam = functools.partial(optax.adam, b1=config.beta1, b2=config.beta2)
     return adam(config.generator_lr), adam(config.critic_lr)
@@ -577,11 +597,14 @@ def wgan(config: WGANConfig = WGANConfig(), *, progress: bool = False) -> Genera
       ``GenerativeModel(init, fit, sample)`` with
 
       * ``init(key) -> WGANParams``: fresh networks and Adam states;
-      * ``fit(key, params, data) -> WGANParams``: ``config.epochs`` epochs of
-        WGAN-GP on ``data`` (:class:`~madjax.data.Images`, labels ignored, or an
-        ``(n, H, W)`` array), warm-started from ``params`` unless
-        ``config.warm_start`` is False (then re-initialised from ``key``);
-        each epoch is one compiled ``lax.scan`` (:func:`train_epoch`);
+      * ``fit(key, params, data) -> (WGANParams, WGANInfo)``: ``config.epochs``
+        epochs of WGAN-GP on ``data`` (:class:`~madjax.data.Images`, labels
+        ignored, or an ``(n, H, W)`` array), warm-started from ``params``
+        unless ``config.warm_start`` is False (then re-initialised from
+        ``key``); each epoch is one compiled ``lax.scan``
+        (:func:`train_epoch`); :class:`WGANInfo` holds the last epoch's mean
+        W₁ estimate, penalty and generator loss, the number of generator
+        steps and a non-finite flag (device scalars: no host sync);
       * ``sample(key, params, n, lam) -> Images``: x = G(√λ·ε), ε ~ N(0, I)
         drawn as ``jax.random.normal(key, (n, latent_dim))``, clipped to
         [0, 1], y = −1 (unconditional); compiled once per n, λ traced.
@@ -589,18 +612,23 @@ def wgan(config: WGANConfig = WGANConfig(), *, progress: bool = False) -> Genera
     init = _compiled_init(_training_only(config))
     epoch_fn = _compiled_epoch(_training_only(config))
 
-    def fit(key: Array, params: WGANParams, data) -> WGANParams:
+    def fit(key: Array, params: WGANParams, data) -> tuple[WGANParams, WGANInfo]:
         x = _images(config, data)
         k_init, k_train = jax.random.split(key)
         if not config.warm_start:
             params = init(k_init)
+        nonfinite = jnp.zeros((), bool)
         with progress_bar(total=config.epochs, desc="epoch", enabled=progress, unit="epoch", nested=True) as bar:
             for epoch in range(config.epochs):
                 params, stats = epoch_fn(jax.random.fold_in(k_train, epoch), params, x)
+                means = jax.tree.map(jnp.mean, stats)
+                nonfinite = nonfinite | ~jnp.all(jnp.isfinite(jnp.stack(list(means))))
                 bar.update(1)
                 if not bar.disable:  # the host sync only when someone is watching
-                    bar.set_postfix(w1=f"{float(jnp.mean(stats.wasserstein)):.3f}")
-        return params
+                    bar.set_postfix(w1=f"{float(means.wasserstein):.3f}")
+        steps = config.epochs * stats.wasserstein.shape[0]
+        return params, WGANInfo(means.wasserstein, means.penalty, means.generator_loss,
+                                jnp.asarray(steps, jnp.int32), nonfinite)
 
     @functools.partial(jax.jit, static_argnums=2)
     def _sample(key, params, n, lam):
