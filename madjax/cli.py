@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--n-ini", type=int, default=None, help="real samples of generation 1 (default: the preset's)")
     sizes.add_argument("--n-real", type=int, default=None, help="real samples per generation t >= 2")
     sizes.add_argument("--n-syn", type=int, default=None, help="synthetic samples per generation t >= 2")
+    sizes.add_argument("--real-fraction", type=float, default=None, help="real fraction p of --n-total")
+    sizes.add_argument("--n-total", type=int, default=None, help="training-set size with --real-fraction")
     data.add_argument("--data", required=True, choices=DATA_NAMES, help="training data")
     data.add_argument("--data-dir", default=None,
                       help="directory of the MNIST IDX files, raw or .gz (default $MADJAX_DATA)")
@@ -445,7 +447,8 @@ def _cmd_train(args) -> int:
     train(
         args.model, loop=args.loop, generations=args.generations, lam=args.lam, data=args.data,
         data_dir=args.data_dir, n_ini=args.n_ini, n_real=args.n_real, n_syn=args.n_syn,
-        memory=args.memory, accumulate=args.accumulate, save_every=args.save_every,
+        memory=args.memory, accumulate=args.accumulate, real_fraction=args.real_fraction, n_total=args.n_total,
+        save_every=args.save_every,
         seed=args.seed, preset=args.preset, out=args.out, progress=not args.quiet, allow_large=args.allow_large,
     )
     return 0

@@ -53,7 +53,7 @@ import xarray as xr
 from madjax._progress import log
 from madjax.validation import ParameterError
 
-SCHEMA_VERSION = 2  # 1: files before the schema attribute existed
+SCHEMA_VERSION = 3  # 1: files before the schema attribute existed; 3: the one loop layer's key streams
 
 _SAMPLES = "samples"
 _GENERATIONS = "generations"

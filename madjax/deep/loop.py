@@ -1,33 +1,21 @@
-"""The deep loop driver: one chain of a self-consuming loop with a trained model.
+"""The host-loop executor: one chain of a self-consuming loop with a trained model.
 
-Generation 1 is fitted to real data only: ``n_ini`` fresh samples, except in
-the synthetic-augmentation loop, where G¹ is fitted to the real set D_r
-(``n_real`` samples) that is then reused at every generation. For t ≥ 2 the
-training set of generation t is (paper §2, App. A; DESIGN §1)
-
-=========================  ===================================  ==========================
-loop                       real part                            synthetic part
-=========================  ===================================  ==========================
-fully-synthetic            none                                 n_s samples from G^{t−1}
-synthetic-augmentation     the same D_r (n_r) every generation  n_s samples from G^{t−1}
-fresh                      n_r **new** real samples             n_s samples from G^{t−1}
-=========================  ===================================  ==========================
-
-with the variants
-
-* sampling bias λ, passed to the model's ``sample``;
-* memory K: each synthetic point comes from a model drawn uniformly among the
-  last K generations that exist (t−K … t−1; fewer at the start) -- the
-  assignment of points to models is uniform, so group sizes are
-  Multinomial(n_s, uniform);
-* accumulation: the synthetic part is the pool of every synthetic set drawn
-  so far, n_s^t = (t − 1)·n_s (App. A.2).
+What each generation trains on is defined once, in :mod:`madjax.loops`
+(:func:`~madjax.loops.first_training_set`, :func:`~madjax.loops.training_set`:
+real part, synthetic part from the last K models with bias λ, accumulating
+pool; the loop table and its variants are documented there). This module
+runs that same step for the deep models: :func:`host_model` gives a
+:class:`~madjax.base.GenerativeModel` and its real :class:`DataSource` the
+step's data algebra on pytrees of rows, and :func:`run_loop` is the executor.
 
 Unlike the analytical loops (a ``lax.scan``), a deep generation is minutes of
 training, so this driver is a Python loop that checkpoints after every
 generation with orbax (:mod:`madjax.deep.checkpoint`) and resumes from the last
-finished one. Every random number of generation t comes from
-``fold_in(seed_key, t)``-derived keys, so a run killed at any point and resumed
+finished one. Keys are those of the jittable executor
+(:func:`madjax.loops.generation_keys`): generation t's real draw, synthetic
+draw, fit and evaluation come from ``fold_in(seed_key, t)``, the initial
+parameters from ``fold_in(seed_key, 0)`` and the real reference from
+``fold_in(fold_in(seed_key, 0), 1)``, so a run killed at any point and resumed
 gives the same numbers as an uninterrupted run.
 
 **What the metrics describe.** The paper measures a deep generation by its
@@ -87,10 +75,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from madjax._progress import progress_bar
-from madjax.base import GenerativeModel
+from madjax.base import GenerativeModel, LoopModel
 from madjax.data import DataSource
 from madjax.deep.checkpoint import Checkpointer, pool_rows
 from madjax.figures.samples import sample_png
+from madjax.loops import LoopParams, first_training_set, generation_keys, training_set
 from madjax.io import READ_ERRORS, atomic_path, check_schema, provenance, read_json, write_json
 from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_writable
 
@@ -103,12 +92,6 @@ Dataset = Any
 
 # evaluate(key, params, x_model, x_ref) -> {metric: float}
 EvaluateFn = Callable[[Array, Any, Dataset, Dataset], Mapping[str, float]]
-
-# Streams of fold_in(seed_key, stream): distinct roots for the real data, each
-# generation's model keys, the evaluation reference and the initial parameters.
-_REAL, _GENERATION, _REFERENCE, _INIT = 0, 1, 2, 3
-# Sub-streams of one generation's key.
-_SYN, _FIT, _EVAL, _METRICS = 0, 1, 2, 3
 
 # Configuration fields that may change between a run and its resumption.
 _RESUMABLE_CHANGES = ("generations", "save_every")
@@ -170,21 +153,17 @@ class DeepLoop:
         return self.n_real + n_syn
 
 
-def generation_key(seed_key: Array, t: int) -> Array:
-    """The key of generation ``t``: ``fold_in(fold_in(seed_key, 1), t)``."""
-    return jax.random.fold_in(jax.random.fold_in(seed_key, _GENERATION), t)
-
-
 def num_rows(data: Dataset) -> int:
     """Rows of a dataset (the shared leading axis of its leaves)."""
     return int(jax.tree.leaves(data)[0].shape[0])
 
 
 def concatenate(parts: list) -> Dataset:
-    """Row-wise concatenation of datasets with one structure (leaf by leaf)."""
-    if len(parts) == 1:
-        return parts[0]
-    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=0), *parts)
+    """Row-wise concatenation of datasets with one structure (leaf by leaf); empty parts drop out."""
+    kept = [p for p in parts if num_rows(p) > 0] or parts[:1]
+    if len(kept) == 1:
+        return kept[0]
+    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=0), *kept)
 
 
 def take_rows(data: Dataset, index: Array) -> Dataset:
@@ -203,25 +182,6 @@ def row_structure(source: DataSource) -> Any:
 def empty_like(structure: Any) -> Dataset:
     """A zero-row dataset of the given row structure."""
     return jax.tree.map(lambda s: jnp.zeros((0, *s.shape[1:]), s.dtype), structure)
-
-
-def real_data(seed_key: Array, source: DataSource, loop: DeepLoop, t: int) -> Dataset:
-    """The real part of generation ``t``'s training set (empty for t ≥ 2 when fully synthetic).
-
-    D_r of the synthetic-augmentation loop and the n_ini points of G¹ share the
-    key of generation 1, so D_r *is* G¹'s training set (when n_ini = n_real,
-    which :class:`DeepLoop` enforces). The fresh loop draws with
-    ``fold_in(root, t)``: a new draw every generation (module docstring on
-    overlaps within a finite split).
-    """
-    root = jax.random.fold_in(seed_key, _REAL)
-    if t == 1:
-        return source.sample(jax.random.fold_in(root, 1), loop.n_ini)
-    if loop.kind == "synthetic-augmentation":
-        return source.sample(jax.random.fold_in(root, 1), loop.n_real)
-    if loop.kind == "fresh" and loop.n_real > 0:
-        return source.sample(jax.random.fold_in(root, t), loop.n_real)
-    return empty_like(row_structure(source))
 
 
 def sample_memory(key: Array, model: GenerativeModel, history: list, n: int, lam: float) -> Dataset:
@@ -249,6 +209,34 @@ def sample_memory(key: Array, model: GenerativeModel, history: list, n: int, lam
         if c > 0
     ]
     return take_rows(concatenate(parts), jax.random.permutation(k_perm, n))
+
+
+def host_model(model: GenerativeModel, source: DataSource) -> LoopModel:
+    """A deep model and its real source in the vocabulary of the generation step.
+
+    The host loop's data algebra works on pytrees of rows of any length:
+    ``concat`` and ``append`` concatenate leaf by leaf, ``empty`` is a
+    zero-row dataset of the source's row structure, ``sample_real`` is
+    ``source.sample``, ``sample_mixture`` draws each row from a uniformly
+    chosen model of the history list (:func:`sample_memory`). Empty draws
+    (n = 0) never reach the model. The host loop evaluates generations with
+    its own ``evaluate``, so ``diagnose`` is unused.
+    """
+    structure = row_structure(source)
+    empty = empty_like(structure)
+
+    def sample(key, params, n, lam):
+        return model.sample(key, params, n, lam) if n > 0 else empty
+
+    def sample_mixture(key, history, valid, n, lam):
+        del valid  # the host loop keeps only the last K models
+        return sample_memory(key, model, history, n, lam) if n > 0 else empty
+
+    return LoopModel(init=model.init, fit=model.fit, sample=sample,
+                     sample_real=lambda key, n: source.sample(key, n) if n > 0 else empty,
+                     sample_mixture=sample_mixture, concat=lambda *parts: concatenate(list(parts)),
+                     empty=lambda generations: empty, append=lambda pool, new: concatenate([pool, new]),
+                     size=num_rows, confine=lambda data, first: data, diagnose=None)
 
 
 def check_resumable(out: str, record: Mapping[str, Any]) -> None:
@@ -354,39 +342,43 @@ def run_loop(
                {**record, **{k: v for k, v in provenance(record).items() if k in _STAMP}}, indent=2)
 
     seed_key = jax.random.PRNGKey(seed)
-    abstract = jax.eval_shape(model.init, jax.random.fold_in(seed_key, _INIT))
+    init_key = jax.random.fold_in(seed_key, 0)  # generation 0: the init stream (madjax.loops)
+    abstract = jax.eval_shape(model.init, init_key)
     ckpt = Checkpointer(os.path.join(out, "checkpoints"), keep=keep)
     restored = ckpt.restore_latest(abstract, row_structure=row_structure(source))
     if restored is None:
         start, rows = 1, []
-        params, history, pool = model.init(jax.random.fold_in(seed_key, _INIT)), [], None
+        params, history, pool = model.init(init_key), [], None
     else:
         start, rows = restored.generation + 1, list(restored.metrics)
         params, history, pool = restored.params, list(restored.history) + [restored.params], restored.pool
     _write_metrics(out, rows)
 
-    x_ref = reference if reference is not None else source.sample(jax.random.fold_in(seed_key, _REFERENCE), n_ref)
+    host = host_model(model, source)
+    sizes = LoopParams(n_ini=loop.n_ini, n_real=loop.n_real, n_syn=loop.n_syn, lam=lam, memory=loop.memory)
+    # D_r is generation 1's training set, drawn again (same key) when a run resumes.
+    real = (first_training_set(generation_keys(seed_key, 1)[0], loop.kind, host, sizes)
+            if loop.kind == "synthetic-augmentation" else None)
+    x_ref = (reference if reference is not None
+             else source.sample(jax.random.fold_in(init_key, 1), n_ref))
     width = len(str(generations))
     with progress_bar(total=generations, desc=label, enabled=progress, unit="gen", initial=start - 1) as bar:
         for t in range(start, generations + 1):
-            key = generation_key(seed_key, t)
-            real = real_data(seed_key, source, loop, t)
+            k_real, k_syn, k_fit, k_eval = generation_keys(seed_key, t)
             if t == 1:
-                train = real
+                train = real if real is not None else first_training_set(k_real, loop.kind, host, sizes)
             else:
-                parts = [real] if num_rows(real) > 0 else []
-                if loop.n_syn > 0:
-                    new = sample_memory(jax.random.fold_in(key, _SYN), model, history, loop.n_syn, lam)
-                    if loop.accumulate:
-                        pool = new if pool_rows(pool) == 0 else concatenate([pool, new])
-                        new = pool
-                    parts.append(new)
-                train = concatenate(parts)
-            params, info = model.fit(jax.random.fold_in(key, _FIT), params, train)  # info: not in metrics.csv
+                if loop.accumulate and pool is None:
+                    pool = host.empty(generations)
+                train, pool = training_set(k_real, k_syn, loop, host, sizes,
+                                           history=history[-1] if loop.memory == 1 else history, valid=None,
+                                           real=real, pool=pool)
+            params, _ = model.fit(k_fit, params, train)
             history = (history + [params])[-loop.memory:]
 
-            x_model = model.sample(jax.random.fold_in(key, _EVAL), params, n_eval, lam)
-            metrics = evaluate(jax.random.fold_in(key, _METRICS), params, x_model, x_ref)
+            k_sample, k_metrics = jax.random.split(k_eval)
+            x_model = model.sample(k_sample, params, n_eval, lam)
+            metrics = evaluate(k_metrics, params, x_model, x_ref)
             rows.append({"generation": t, **{k: float(v) for k, v in metrics.items()}})
             if t == 1 or t % save_every == 0 or t == generations:
                 _write_samples(out, f"gen_{t:0{width}d}", x_model, t)

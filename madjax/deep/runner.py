@@ -70,7 +70,16 @@ from madjax.deep.evaluate import PointEval, point_metrics
 from madjax.deep.glow import GlowConfig, glow, glow_log_prob
 from madjax.deep.loop import LOOPS, DeepLoop, EvaluateFn, check_resumable, run_loop
 from madjax.resources import check_train_run
-from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_loop_sizes, check_seed
+from madjax.loops import LoopParams
+from madjax.validation import (
+    ParameterError,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_lam,
+    check_loop_sizes,
+    check_seed,
+)
 
 PRESETS = ("smoke", "quick", "paper")
 
@@ -296,14 +305,26 @@ def model_presets(model: str) -> Mapping[str, Preset]:
 
 
 def loop_sizes(loop: str, n: int, *, n_ini=None, n_real=None, n_syn=None, memory=1,
-               accumulate=False) -> DeepLoop:
+               accumulate=False, real_fraction=None, n_total=None) -> DeepLoop:
     """A validated :class:`DeepLoop`, with ``n`` for the sizes left as None.
 
     The fully synthetic loop has no real part (``n_real`` 0); the
     synthetic-augmentation loop fits G¹ on D_r, so ``n_ini`` defaults to
-    ``n_real`` and must equal it.
+    ``n_real`` and must equal it. ``real_fraction`` p with ``n_total`` n
+    replaces ``n_real``/``n_syn`` by ``round(p n)`` and the rest (Fig. 34;
+    :meth:`madjax.loops.LoopParams.split_total`).
     """
     check_choice("loop", loop, LOOPS)
+    if real_fraction is not None or n_total is not None:
+        if n_real is not None or n_syn is not None:
+            raise ParameterError("real_fraction", "give either real_fraction with n_total, or n_real/n_syn, not both")
+        if real_fraction is None or n_total is None:
+            raise ParameterError("real_fraction" if real_fraction is None else "n_total",
+                                 "real_fraction and n_total go together")
+        if loop == "fully-synthetic":
+            raise ParameterError("real_fraction", "has no meaning in the fully-synthetic loop")
+        n_total = check_int("n_total", n_total, minimum=2)
+        n_real, n_syn = (int(v) for v in LoopParams.split_total(check_fraction(real_fraction), n_total))
     if loop == "fully-synthetic":
         n_real = 0 if n_real is None else n_real
     elif n_real is None:
@@ -351,6 +372,8 @@ def train(
     n_syn: int | None = None,
     memory: int = 1,
     accumulate: bool = False,
+    real_fraction: float | None = None,
+    n_total: int | None = None,
     save_every: int = 1,
     seed: int = 0,
     preset: str = "quick",
@@ -376,6 +399,8 @@ def train(
       n_ini, n_real, n_syn: sizes (None: the preset's n; module docstring).
       memory: K ≥ 1, models synthetic samples are drawn from.
       accumulate: keep every previous synthetic set (not with memory > 1).
+      real_fraction, n_total: p and n, replacing ``n_real``/``n_syn`` by
+        ``round(p n)`` and ``n − round(p n)`` (:func:`loop_sizes`).
       save_every: write sample files every this many generations (and at 1, T).
       seed: integer seed in [0, 2³² − 1].
       preset: ``"smoke"``, ``"quick"`` or ``"paper"``.
@@ -401,7 +426,7 @@ def train(
     save_every = check_int("save_every", save_every, minimum=1)
     seed = check_seed(seed)
     loop_spec = loop_sizes(loop, spec.n, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory,
-                           accumulate=accumulate)
+                           accumulate=accumulate, real_fraction=real_fraction, n_total=n_total)
     check_real_sizes(loop_spec, data, data_dir, preset=preset)
     check_loop_sizes(n_ini=loop_spec.n_ini, n_real=loop_spec.n_real, n_syn=loop_spec.n_syn, generations=generations,
                      accumulate=loop_spec.accumulate)
