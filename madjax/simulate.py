@@ -201,13 +201,15 @@ def check_resources(config: SimulationConfig, chunk: int | None = None, allow_la
 
 
 def run_diagnostics(config: SimulationConfig, *, chunk: int | None = None, progress: bool = False,
-                    snapshots: tuple = ()) -> dict:
+                    snapshots: tuple = (), first_chain: int = 0) -> dict:
     """Run all chains in chunks (:func:`madjax.loops.run_chunked`); NumPy arrays ``(chains, T)``.
 
     Chain i always uses key ``fold_in(key(seed), i)``, so results do not depend
     on ``chunk``, on the number of devices or on the number of processes.
     With ``snapshots`` the fitted parameters of those generations come back
-    as ``snap_<field>`` arrays ``(chains, len(snapshots), ...)``.
+    as ``snap_<field>`` arrays ``(chains, len(snapshots), ...)``. Chains
+    ``first_chain … first_chain + chains − 1`` are run (batches of a long run
+    give the numbers of one call).
     """
     spec, params = config.spec(), config.params()
     chunk = default_chunk(config) if chunk is None else check_int("chunk", chunk, minimum=1)
@@ -221,7 +223,7 @@ def run_diagnostics(config: SimulationConfig, *, chunk: int | None = None, progr
             records.update({f"snap_{k}": v for k, v in snaps._asdict().items()})
         return records
 
-    return run_chunked(chunk_fn, chains=config.chains, chunk=chunk, progress=progress)
+    return run_chunked(chunk_fn, chains=config.chains, chunk=chunk, first_chain=first_chain, progress=progress)
 
 
 def logdet_status(lost: np.ndarray, w2_every: int) -> np.ndarray:
@@ -287,7 +289,7 @@ def theory_table(ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-def to_dataset(config: SimulationConfig, records: dict, snapshots: tuple = ()) -> xr.Dataset:
+def to_dataset(config: SimulationConfig, records: dict, snapshots: tuple = (), first_chain: int = 0) -> xr.Dataset:
     """Pack ``(chains, T)`` records into the Dataset of DESIGN §10 (``long_name``\\s: :data:`madjax.io.VARIABLES`).
 
     Per-generation trouble flags (``underflow``, ``nonfinite``) become per-chain
@@ -295,7 +297,7 @@ def to_dataset(config: SimulationConfig, records: dict, snapshots: tuple = ()) -
     ``logdet_lost`` becomes ``cov_logdet_status``; ``snap_<field>`` arrays get
     dims ``(chain, snapshot, <field>_axis1, …)``.
     """
-    coords = {"chain": np.arange(config.chains), "generation": np.arange(1, config.generations + 1)}
+    coords = {"chain": first_chain + np.arange(config.chains), "generation": np.arange(1, config.generations + 1)}
     dims = ("chain", "generation")
     data = {}
     for name, values in records.items():
@@ -324,7 +326,7 @@ def to_dataset(config: SimulationConfig, records: dict, snapshots: tuple = ()) -
 def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn=None, lam=1.0,
              generations, chains=1, memory=1, accumulate=False, real_fraction=None, n_total=None,
              engine=None, dtype="float32", seed=0, factor=None, w2_every=None, target=None, bandwidth=None,
-             n_eval=None, snapshots=(), chunk=None, progress=False, allow_large=False) -> xr.Dataset:
+             n_eval=None, snapshots=(), first_chain=0, chunk=None, progress=False, allow_large=False) -> xr.Dataset:
     """Simulate ``chains`` independent chains of a self-consuming loop.
 
     Args mirror the command-line options (DESIGN §10): ``model`` is
@@ -341,7 +343,8 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
     needs ``dim``) or ``"grid"`` (the 25 modes, d = 2; the GMM's only target);
     ``bandwidth`` (KDE: ``"scott"``, ``"silverman"`` or a number); ``n_eval``
     points of the evaluation sample. ``snapshots`` keeps the fitted parameters
-    of those generations (``snap_<field>``). A request whose estimated memory
+    of those generations (``snap_<field>``); ``first_chain`` runs chains
+    ``first_chain …`` (a batch of a longer run). A request whose estimated memory
     or time is absurd is refused unless ``allow_large=True`` (:mod:`madjax.resources`).
 
     Returns:
@@ -373,13 +376,14 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
     if chunk is not None:
         check_int("chunk", chunk, minimum=1)
     check_resources(config, chunk, allow_large)
-    records = run_diagnostics(config, chunk=chunk, progress=progress, snapshots=snapshots)
-    ds = to_dataset(config, records, snapshots)
+    first_chain = check_int("first_chain", first_chain, minimum=0)
+    records = run_diagnostics(config, chunk=chunk, progress=progress, snapshots=snapshots, first_chain=first_chain)
+    ds = to_dataset(config, records, snapshots, first_chain)
     warning = lost_precision_warning(ds)
     if warning:
         logging.getLogger("madjax").warning(warning)
     config_record = dataclasses.asdict(config)
-    config_record.update(dict(config.options), snapshots=list(snapshots))
+    config_record.update(dict(config.options), snapshots=list(snapshots), first_chain=first_chain)
     del config_record["options"]
     ds.attrs.update(provenance(config_record))
     return describe(ds)
