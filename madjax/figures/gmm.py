@@ -4,7 +4,8 @@ Fig. 11 shows the fitted mixture after 1, 200 and 2,000 generations (modes
 are lost over time); Fig. 12 plots three diversity metrics -- total variance,
 average modal variance and recall -- against t, to argue that recall tracks
 the loss of modes best. Both figures come from one simulation
-(:func:`madjax.gmm.simulate_gmm`), stored once and shared.
+(``madjax.simulate(model="gmm", ...)``, the executor every jittable model
+runs through), stored once and shared.
 
 Sizes (the paper states neither the training-set size nor the number of
 runs). Mode loss is driven by the random walk of the mixture weights, whose
@@ -123,11 +124,23 @@ def _check_resumable(out_dir: str, record: dict) -> None:
 
 
 def _simulate(config: GMMFigureConfig, *, seed: int, chains: int, first_chain: int, progress: bool) -> xr.Dataset:
-    from madjax.gmm import simulate_gmm
+    """A batch of chains, with ``n_eval`` samples of each snapshot model (``snap_samples``, keyed by
+    ``fold_in(fold_in(key(seed), chain), snapshot)`` so that a batch draws what one call would)."""
+    import jax
+    import jax.numpy as jnp
 
-    return simulate_gmm(loop="fully-synthetic", n_ini=config.n, n_syn=config.n, lam=config.lam,
-                        generations=config.generations, chains=chains, seed=seed, n_eval=config.n_eval,
-                        snapshots=config.snapshots, first_chain=first_chain, progress=progress)
+    from madjax import simulate
+    from madjax.gmm import GMMParams, sample_gmm
+
+    ds = simulate(model="gmm", loop="fully-synthetic", n_ini=config.n, n_syn=config.n, lam=config.lam,
+                  generations=config.generations, chains=chains, seed=seed, n_eval=config.n_eval,
+                  snapshots=config.snapshots, first_chain=first_chain, progress=progress)
+    params = GMMParams(*(jnp.asarray(ds[f"snap_{f}"].values) for f in GMMParams._fields))
+    keys = jax.vmap(lambda c: jax.vmap(lambda t: jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), c), t))(
+        jnp.asarray(config.snapshots)))(jnp.asarray(ds.chain.values, jnp.uint32))
+    draw = jax.jit(jax.vmap(jax.vmap(lambda k, p: sample_gmm(k, p, config.n_eval, 1.0))))
+    ds["snap_samples"] = (("chain", "snapshot", "point", "xy"), np.asarray(draw(keys, params)))
+    return ds
 
 
 def run(config: GMMFigureConfig, out_dir: str, *, seed: int = 0, progress: bool = True) -> None:
@@ -186,14 +199,15 @@ def dry_run(config: GMMFigureConfig) -> str:
     import jax
     import jax.numpy as jnp
 
-    from madjax import gmm as G
+    from madjax.gmm import GMMSpec
+    from madjax.loops import LoopParams, LoopSpec, run_chains_jit
 
-    cfg = G.LoopConfig(loop="fully-synthetic", n_ini=config.n, n_real=0, n_syn=config.n, n_eval=config.n_eval)
-    keys = G._chain_keys(jax.random.key(0), jnp.arange(config.batch, dtype=jnp.uint32))
-    state = G._init_chains(keys, cfg)
-    cal = calibrate(lambda: G._segment_chains(keys, state, jnp.asarray(1, jnp.int32),
-                                              jnp.asarray(config.lam, jnp.float32), cfg, 1), config.batch)
-    k = cfg.model.n_components
+    model = GMMSpec(draw_rows=config.n, n_eval=config.n_eval)
+    spec = LoopSpec(kind="fully-synthetic", model=model)
+    params = LoopParams.create(n_ini=config.n, n_syn=config.n, lam=config.lam)
+    ids = jnp.arange(config.batch, dtype=jnp.uint32)
+    cal = calibrate(lambda: run_chains_jit(jax.random.key(0), ids, params, spec, 2), 2 * config.batch)
+    k = model.n_components
     # per chain: data + EM's (K, n) work arrays (~10) + the ring buffer + the records (T x params + diagnostics)
     per_chain = (2 * config.n + 10 * k * config.n + 7 * k + config.generations * (7 * k + 8)) * 4
     tiles = 3 * (1 << 19) * 4
@@ -230,7 +244,7 @@ def plot_fig11(out_dir: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from madjax.gmm import GRID
+    from madjax.points import GRID
 
     ds = _load(out_dir)
     snaps = [int(t) for t in ds.snapshot.values]
