@@ -495,7 +495,7 @@ def effective_size(*, loop="fresh", dim=None, n_real, n_syn, lam=1.0, memory=1, 
       ``converged``, ``burn_in``, ``generations``, ``chains``.
 
     Example:
-      >>> r = effective_size(dim=2, n_real=10, n_syn=0, chains=64)
+      >>> r = effective_size(dim=3, n_real=10, n_syn=0, chains=512)  # no synthetic data: n_e = n_r
       >>> r["n_e_bound"] is None and abs(r["n_e_ratio"] - 1) < 0.2
       True
     """
