@@ -39,8 +39,8 @@ def test_help_lists_choices_defaults_groups_and_a_line_for_every_option():
         text = p.format_help()
         assert "output:" in text, name
     simulate = commands["simulate"].format_help()
-    for piece in ("{fully-synthetic,synthetic-augmentation,fresh}", "{gaussian,gmm}", "{exact,sampled}",
-                  "(default: 1.0)", "(default: exact)", "loop:", "sizes:", "run:"):
+    for piece in ("{fully-synthetic,synthetic-augmentation,fresh}", "{gaussian,gmm,kde}", "{exact,sampled}",
+                  "(default: 1.0)", "Gaussian: exact (default)", "loop:", "sizes:", "run:"):
         assert piece in simulate, piece
     assert "{smoke,quick,paper}" in commands["reproduce"].format_help()
     assert "(default: 256)" in commands["effective-size"].format_help()
@@ -104,7 +104,7 @@ def test_threshold_honours_w2_every(monkeypatch):
     seen = []
 
     def spy(*args, **kwargs):  # records the first root-finding evaluation, then stops the run
-        seen.append(kwargs["w2_every"])
+        seen.append(dict(kwargs["model"].options)["w2_every"])
         raise _Stop
 
     monkeypatch.setattr(effective, "ratio_curve", spy)

@@ -50,6 +50,16 @@ fitted 25 × 25 mixtures the error is below ``0.5 eps max C`` (a few 1e-6 in
 float32); ``tests/test_gmm.py`` checks the documented bound. A problem that
 does not finish (non-finite costs, or the augmentation cap) gives NaN.
 
+**Two solvers** (``solver``): ``"pot"`` (the default) hands the problem
+to POT's network simplex (``ot.emd2``, exact, float64) through
+``jax.pure_callback`` -- about 40 µs per problem on a CPU, ~60× less than
+the in-graph solver under ``vmap`` (measured 2.6–4.3 ms per problem at 64
+chains), which dominated a GMM generation; ``"jax"`` is the successive
+shortest paths above, entirely in the graph, for accelerators where a host
+round trip per generation costs more than its sequential loop. The two
+agree to the accuracy above (``tests/test_gmm.py``). A problem POT does not
+solve to optimality gives NaN.
+
 Sinkhorn (ott-jax) was measured first and rejected: on fitted grid mixtures
 the excess mass of a mode must travel through chains of neighbouring modes
 (cost 4 per hop), and for ε ≤ 0.1 log-domain Sinkhorn had not reached a
@@ -62,13 +72,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from madjax.base import Array
 from madjax.gmm.em import GMMParams
 from madjax.points import SIGMA, grid_modes
 
-__all__ = ["mixture_w2", "mixture_w2_squared", "component_costs", "transport_plan", "grid_target_params",
-           "ACCURACY_FACTOR"]
+__all__ = ["mixture_w2", "mixture_w2_squared", "component_costs", "transport_plan", "transport_cost_pot",
+           "grid_target_params", "ACCURACY_FACTOR", "SOLVERS"]
 
 ACCURACY_FACTOR = 16
 """:func:`mixture_w2_squared` is MW2² to within ``ACCURACY_FACTOR · eps · max_kl C_kl`` (module docstring)."""
@@ -181,20 +192,48 @@ def transport_plan(cost: Array, a: Array, b: Array) -> tuple[Array, Array]:
     return flow, ok & ~(jnp.any(supply > 0) & jnp.any(demand > 0))
 
 
-def mixture_w2_squared(params: GMMParams, other: GMMParams) -> Array:
+def _emd2_host(cost: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """POT's exact transport cost for every problem of a batch (any leading dims); NaN where not optimal."""
+    import ot
+
+    batch = np.broadcast_shapes(cost.shape[:-2], a.shape[:-1], b.shape[:-1])
+    cost = np.broadcast_to(cost, batch + cost.shape[-2:]).reshape((-1,) + cost.shape[-2:])
+    a = np.broadcast_to(a, batch + a.shape[-1:]).reshape(-1, a.shape[-1]).astype(np.float64)
+    b = np.broadcast_to(b, batch + b.shape[-1:]).reshape(-1, b.shape[-1]).astype(np.float64)
+    out = np.empty(len(cost), np.float64)
+    for i in range(len(cost)):
+        value, log = ot.emd2(a[i] / a[i].sum(), b[i] / b[i].sum(), cost[i].astype(np.float64), log=True,
+                             check_marginals=False)
+        out[i] = value if log["result_code"] == 1 else np.nan  # 1: optimal
+    return out.reshape(batch).astype(cost.dtype)
+
+
+def transport_cost_pot(cost: Array, a: Array, b: Array) -> Array:
+    """``min <w, C>`` over couplings of ``a`` and ``b`` by POT's network simplex (a host callback; ``()``)."""
+    return jax.pure_callback(_emd2_host, jax.ShapeDtypeStruct((), cost.dtype), cost, a, b,
+                             vmap_method="expand_dims")
+
+
+SOLVERS = ("pot", "jax")
+
+
+def mixture_w2_squared(params: GMMParams, other: GMMParams, solver: str = "pot") -> Array:
     """MW2² between two mixtures, ``Σ_kl w_kl C_kl`` for the optimal coupling w; shape ``()``.
 
     Jittable and vmappable; accurate to ``ACCURACY_FACTOR · eps · max C``
-    (module docstring); NaN when the transport solver fails.
+    (module docstring); NaN when the transport solver fails. ``solver``:
+    ``"pot"`` (host callback) or ``"jax"`` (in the graph), module docstring.
     """
     cost = component_costs(params, other)
     a = params.weights / jnp.sum(params.weights)
     b = other.weights / jnp.sum(other.weights)
+    if solver == "pot":
+        return transport_cost_pot(cost, a, b)
     plan, ok = transport_plan(cost, a, b)
     return jnp.where(ok, jnp.sum(plan * cost), jnp.nan)
 
 
-def mixture_w2(params: GMMParams, other: GMMParams) -> Array:
+def mixture_w2(params: GMMParams, other: GMMParams, solver: str = "pot") -> Array:
     """MW2 between two mixtures: ``sqrt(max(mixture_w2_squared, 0))``, shape ``()``.
 
     Example:
@@ -203,7 +242,7 @@ def mixture_w2(params: GMMParams, other: GMMParams) -> Array:
       >>> float(mixture_w2(target, target)) < 1e-2
       True
     """
-    return jnp.sqrt(jnp.maximum(mixture_w2_squared(params, other), 0.0))
+    return jnp.sqrt(jnp.maximum(mixture_w2_squared(params, other, solver), 0.0))
 
 
 def grid_target_params(dtype="float32") -> GMMParams:

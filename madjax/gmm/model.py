@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from madjax import points
 from madjax.base import Array, LoopModel
-from madjax.gmm.distance import grid_target_params, mixture_w2
+from madjax.gmm.distance import SOLVERS, grid_target_params, mixture_w2
 from madjax.gmm.em import EMInfo, GMMParams, fit_em
 from madjax.points import PointSet
 from madjax.validation import ParameterError, check_choice, check_float, check_int
@@ -87,6 +87,9 @@ class GMMSpec:
       tol: EM stops when the mean log-likelihood per point improves by less.
       reg_covar: covariance floor added to every Σ_k (× I).
       n_eval: model draws (and fresh target draws) behind the point diagnostics.
+      transport: the solver of MW2's small transport problem, ``"pot"`` (a host
+        callback to POT's network simplex) or ``"jax"`` (in the graph);
+        :mod:`madjax.gmm.distance`.
     """
 
     draw_rows: int
@@ -98,6 +101,7 @@ class GMMSpec:
     tol: float = 1e-3
     reg_covar: float = 1e-6
     n_eval: int = 1000
+    transport: str = "pot"
 
     name = "gmm"
 
@@ -116,6 +120,7 @@ class GMMSpec:
                 raise ParameterError(field, f"must be > 0, got {getattr(self, field)!r}")
         # point_diagnostics: > k = 5 points for recall, and > 25 so that some mode can hold 2
         check_int("n_eval", self.n_eval, minimum=26)
+        check_choice("transport", self.transport, SOLVERS)
 
     @property
     def points(self) -> int:
@@ -176,7 +181,7 @@ def gmm_loop_model(spec: GMMSpec) -> LoopModel:
         del t
         k_eval, k_target = jax.random.split(key)
         x = sample_gmm(k_eval, params, spec.n_eval, jnp.asarray(1.0, dtype))
-        out = {"w2": mixture_w2(params, grid_target_params(dtype))}
+        out = {"w2": mixture_w2(params, grid_target_params(dtype), spec.transport)}
         out.update(points.point_diagnostics(k_target, x, spec.target))
         out["nonfinite"] = ~(points.finite(params) & points.finite(out))
         out["em_iterations"] = info.iterations.astype(jnp.int32)
