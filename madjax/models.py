@@ -118,10 +118,18 @@ def train_rows(n_ini, n_real, n_syn, *, generations: int, accumulate: bool) -> i
     return int(max(np.max(n_ini), np.max(later)))
 
 
+CAPACITY_FLOOR = 256
+
+
 def capacity_level(rows: int) -> int:
-    """Rows rounded up to a power of two: cells of a grid share a compiled function per level,
-    and none pays for more than twice its own size."""
-    return 1 << max(int(rows) - 1, 1).bit_length()
+    """Rows rounded up to a power of four, at least :data:`CAPACITY_FLOOR`: cells of a grid (and sizes
+    of an E-dist table) share one compiled function per level. A point model compiles in ~25 s on a
+    CPU (the GMM's EM, k-means++ and diagnostics), far more than a factor ≤ 4 of buffer work costs at
+    these sizes; below the floor a fit's fixed costs dominate anyway."""
+    level = CAPACITY_FLOOR
+    while level < rows:
+        level *= 4
+    return level
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,9 @@ a bound, marked ≥ on the cell):
   GPU-scale, checked with ``--dry-run``;
 * ``quick``: n_r ∈ {50, 100, 200}, n_s ∈ {25, 100, 400}, 128 chains, table to
   2·10⁴, evaluation samples of 64 points (only ``w2`` enters n_e);
-* ``smoke``: n_r ∈ {30, 60}, n_s ∈ {15, 60}, 8 chains, table to 10³.
+* ``smoke``: n_r ∈ {30, 60}, n_s ∈ {10, 30}, 8 chains, table to 256: one
+  horizon level and one buffer capacity level, so the sweep compiles once
+  (plus once for the table).
 """
 
 from __future__ import annotations
@@ -192,9 +194,9 @@ def get_config(fig: str, preset: str) -> PhaseConfig:
                     quick=dict(**gmm, chains=128, table_n_max=20000, model_options=(("n_eval", 64),),
                                sweeps=(("gmm_phase", {"lam": [1.0, 0.8], "n_real": [50, 100, 200],
                                                       "n_syn": [25, 100, 400]}, {}),)),
-                    smoke=dict(**gmm, chains=8, table_n_max=1000, model_options=(("n_eval", 32),),
+                    smoke=dict(**gmm, chains=8, table_n_max=256, model_options=(("n_eval", 32),),
                                sweeps=(("gmm_phase", {"lam": [1.0, 0.8], "n_real": [30, 60],
-                                                      "n_syn": [15, 60]}, {}),)))
+                                                      "n_syn": [10, 30]}, {}),)))
     raise KeyError(fig)
 
 
