@@ -15,8 +15,12 @@ SCRIPT = textwrap.dedent("""
     ds = madjax.simulate(loop="fresh", dim=3, n_ini=5, n_real=3, n_syn=6, lam=0.8, generations=4, chains=7,
                          seed=2, chunk=int(sys.argv[1]))
     est = steady_wd_cells([dict(n_real=4, n_syn=8, lam=0.9)], loop="fresh", dim=3, chains=7, seed=1)[0]
+    # a point model: masked buffers, EM, and the mixture W2's host callback, sharded over the chain axis
+    gmm = madjax.simulate(model="gmm", loop="fresh", n_ini=40, n_real=30, n_syn=30, lam=0.9, generations=2,
+                          chains=7, seed=4, n_eval=32, chunk=int(sys.argv[1]))
     print(json.dumps({"devices": jax.local_device_count(), "w2": ds.w2.values.tolist(),
-                      "cov_logdet": ds.cov_logdet.values.tolist(), "wd": est.wd}))
+                      "cov_logdet": ds.cov_logdet.values.tolist(), "wd": est.wd,
+                      "gmm_w2": gmm.w2.values.tolist(), "gmm_recall": gmm.recall.values.tolist()}))
 """)
 
 
@@ -34,6 +38,8 @@ def test_one_and_four_devices_and_chunks_agree_bitwise():
     np.testing.assert_array_equal(np.array(one["w2"]), np.array(four["w2"]))
     np.testing.assert_array_equal(np.array(one["cov_logdet"]), np.array(four["cov_logdet"]))
     assert one["wd"] == four["wd"]
+    np.testing.assert_array_equal(np.array(one["gmm_w2"]), np.array(four["gmm_w2"]))
+    np.testing.assert_array_equal(np.array(one["gmm_recall"]), np.array(four["gmm_recall"]))
 
 
 def test_two_process_distributed_run_matches_one_process(tmp_path):

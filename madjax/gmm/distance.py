@@ -91,10 +91,12 @@ def component_costs(params: GMMParams, other: GMMParams) -> Array:
     m2, s2 = other.means, other.covs
     d = m.shape[-1]
     diff = m[:, None, :] - m2[None, :, :]
-    mean_term = jnp.sum(diff * diff, axis=-1)
+    mean_term = sum(diff[..., i] * diff[..., i] for i in range(d)) if d == 2 else jnp.sum(diff * diff, axis=-1)
     tr = jnp.trace(s, axis1=-2, axis2=-1)[:, None] + jnp.trace(s2, axis1=-2, axis2=-1)[None, :]
     if d == 2:
-        tr_prod = jnp.einsum("kij,lji->kl", s, s2)  # tr(S_k S'_l)
+        # tr(S_k S'_l) written out: a dot_general's summation order may depend on the batch size,
+        # and results must not depend on chunking or devices
+        tr_prod = sum(s[:, i, j, None] * s2[None, :, j, i] for i in range(2) for j in range(2))
         det = s[:, 0, 0] * s[:, 1, 1] - s[:, 0, 1] * s[:, 1, 0]
         det2 = s2[:, 0, 0] * s2[:, 1, 1] - s2[:, 0, 1] * s2[:, 1, 0]
         det_a = jnp.maximum(det[:, None] * det2[None, :], 0.0)
