@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(run)
     output.add_argument("--out", required=True, help="output NetCDF file (RUN.nc)")
     output.add_argument("--w2-every", type=int, default=None,
-                        help="Gaussian: record w2 and cov_logdet every k-th generation only (NaN between; default 1)")
+                        help="Gaussian, KDE: record w2 (and cov_logdet) every k-th generation only (NaN between; "
+                             "default 1)")
     output.add_argument("--theory", action="store_true",
                         help="print, per variable with a closed form (madjax.theory), the largest per-generation "
                              "|z| of the chains' mean against it")

@@ -520,10 +520,9 @@ def choose_model(model="gaussian", *, dim=None, dtype="float32", target=None, w2
     if isinstance(model, ModelChoice):
         return model
     options = dict(bandwidth=bandwidth, n_eval=n_eval)
-    if model == "gaussian":
-        options["w2_every"] = check_int("w2_every", w2_every, minimum=1)
-    elif w2_every != 1:
-        raise ParameterError("w2_every", f"is an option of the Gaussian model, not of the {model} model")
+    check_int("w2_every", w2_every, minimum=1)
+    if w2_every != 1 or model in ("gaussian", "kde"):
+        options["w2_every"] = w2_every  # an option of the models that thin their w2 (an error for the others)
     return ModelChoice.create(model, dim=dim, dtype=dtype, target=target, **options)
 
 

@@ -611,11 +611,12 @@ def _sinkhorn(x: Array, y: Array, epsilon: Array, threshold: Array, max_iteratio
     shift = x[0]
     x = x - shift
     y = y - shift
-    div, _ = sd.sinkhorn_divergence(
+    div, out = sd.sinkhorn_divergence(
         pointcloud.PointCloud, x, y, epsilon=epsilon,
         solve_kwargs={"threshold": threshold, "max_iterations": max_iterations},
     )
-    return _safe_sqrt(div)
+    # a solve stopped by the cap is not the divergence: missing, never a finite wrong value
+    return jnp.where(jnp.all(jnp.stack(out.converged)), _safe_sqrt(div), jnp.nan)
 
 
 def sinkhorn_w2(x, y, epsilon=None, *, threshold: float = 1e-5, max_iterations: int = 10_000) -> Array:
@@ -644,7 +645,9 @@ def sinkhorn_w2(x, y, epsilon=None, *, threshold: float = 1e-5, max_iterations: 
       max_iterations: iteration cap of each of the three Sinkhorn solves.
 
     Returns:
-      Scalar approximate W2 (a distance) in the promoted float dtype.
+      Scalar approximate W2 (a distance) in the promoted float dtype; NaN
+      when one of the three solves stopped at ``max_iterations`` before its
+      marginal error reached ``threshold``.
     """
     x = _as_points("x", x)
     y = _as_points("y", y)

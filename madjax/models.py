@@ -80,12 +80,12 @@ def _gmm_cost(spec, memory, generations, accumulate):
             spec.max_iter * chain_generation_seconds(spec.dim, 1, points=rows, width=width) / 10)
 
 
-def _kde(*, dim, dtype, draw_rows, train_rows, target="normal", bandwidth="scott", n_eval=None):
+def _kde(*, dim, dtype, draw_rows, train_rows, target="normal", bandwidth="scott", n_eval=None, w2_every=1):
     from madjax.kde import KDESpec
 
     extra = {} if n_eval is None else {"n_eval": n_eval}
     return KDESpec(draw_rows=draw_rows, capacity=train_rows, dim=dim, dtype=dtype, target=target,
-                   bandwidth=bandwidth, **extra)
+                   bandwidth=bandwidth, w2_every=w2_every, **extra)
 
 
 def _kde_cost(spec, memory, generations, accumulate):
@@ -102,7 +102,8 @@ MODELS: dict[str, Entry] = {
     "gaussian": Entry(_gaussian, ("normal",), lambda o: 2,
                       {"engine": "exact", "factor": "auto", "w2_every": 1}, _gaussian_cost, (2, 10**7, 1024, 61)),
     "gmm": Entry(_gmm, ("grid",), lambda o: 25, {"n_eval": None}, _gmm_cost, (25, 10**5, 64, 25)),
-    "kde": Entry(_kde, ("normal", "grid"), lambda o: 2, {"bandwidth": "scott", "n_eval": None}, _kde_cost,
+    "kde": Entry(_kde, ("normal", "grid"), lambda o: 2, {"bandwidth": "scott", "n_eval": None, "w2_every": 1},
+                 _kde_cost,
                  (2, 10**5, 128, 31)),
 }
 """Every model ``--model`` may name."""
