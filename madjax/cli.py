@@ -130,6 +130,12 @@ def _model_options(args) -> dict:
     return dict(model=args.model, target=args.target, bandwidth=args.bandwidth)
 
 
+def _add_table(group) -> None:
+    group.add_argument("--table-n-max", type=int, default=None,
+                       help="largest n of the E-dist table E[W2(G(n), P_r)] (default: as far as the model's cost "
+                            "allows: 1e7 Gaussian, 1e5 GMM, 1e4 KDE); beyond it n_e is reported as a bound")
+
+
 def _groups(p, *titles: str) -> list:
     """Option groups of ``--help`` (loop, sizes, data, run, output)."""
     return [p.add_argument_group(t) for t in titles]
@@ -210,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="find the admissibility boundary n_s* where n_e/n_r = 1 (without --n-syn)")
     run.add_argument("--w2-every", type=int, default=1,
                      help="average W2 over every k-th generation of the steady window only (also with --threshold)")
+    _add_table(run)
     _add_run(run)
     output.add_argument("--json", action="store_true", help="print one JSON object")
     _add_talk(output)
@@ -235,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--grid", default=None, help="JSON file {param: [values...]} instead of the lists")
     sizes.add_argument("--chains", type=int, default=256,
                        help="chains per cell (as effective-size; simulate's default is 1)")
+    _add_table(run)
     _add_run(run)
     output.add_argument("--out", required=True, help="output directory")
     output.add_argument("--name", default="sweep", help="store name: DIR/NAME.zarr and DIR/NAME.nc")
@@ -345,7 +353,8 @@ def _cmd_simulate(args) -> int:
 
 
 def _effective_size_command(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, threshold, dtype, w2_every=1,
-                            progress=True, allow_large=False, model="gaussian", target=None, bandwidth=None) -> dict:
+                            progress=True, allow_large=False, model="gaussian", target=None, bandwidth=None,
+                            table_n_max=None) -> dict:
     """``madjax effective-size``: validation first, then one computation, or with ``threshold`` two (n_s*, then
     n_e at n_s* rounded); returns the JSON record of DESIGN §10."""
     from madjax._progress import log
@@ -359,17 +368,19 @@ def _effective_size_command(*, loop, dim, n_real, n_syn, lam, memory, chains, se
         raise ParameterError("n_syn", "is required (or use --threshold)")
     if threshold:
         found = admissibility_threshold(loop=loop, n_real=n_real, lam=lam, memory=memory, chains=chains,
-                                        seed=seed, progress=progress, allow_large=allow_large, model=choice)
+                                        seed=seed, progress=progress, allow_large=allow_large, model=choice,
+                                        table_n_max=table_n_max)
         star = found["n_syn_star"]
         n_syn_eval = int(round(star)) if star is not None else int(found["n_syn_star_lo"])
         log.info("evaluating n_e at n_s = %d (n_s* rounded)", n_syn_eval)
         result = effective_size(loop=loop, n_real=n_real, n_syn=n_syn_eval, lam=lam, memory=memory,
-                                chains=chains, seed=seed, allow_large=allow_large, model=choice)
+                                chains=chains, seed=seed, allow_large=allow_large, model=choice,
+                                table_n_max=table_n_max)
         result["n_syn"] = n_syn_eval
         result.update({k: found[k] for k in ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")})
         return result
     return effective_size(loop=loop, n_real=n_real, n_syn=n_syn, lam=lam, memory=memory, chains=chains,
-                          seed=seed, allow_large=allow_large, model=choice)
+                          seed=seed, allow_large=allow_large, model=choice, table_n_max=table_n_max)
 
 
 def _cmd_effective_size(args) -> int:
@@ -377,7 +388,7 @@ def _cmd_effective_size(args) -> int:
         loop=args.loop, dim=args.dim, n_real=args.n_real, n_syn=args.n_syn, lam=args.lam,
         memory=args.memory, chains=args.chains, seed=args.seed, threshold=args.threshold,
         dtype="float64" if args.x64 else "float32", w2_every=args.w2_every, progress=not args.quiet,
-        allow_large=args.allow_large, **_model_options(args),
+        allow_large=args.allow_large, table_n_max=args.table_n_max, **_model_options(args),
     )
     if args.json:
         print(json.dumps(result))
@@ -390,7 +401,7 @@ def _cmd_effective_size(args) -> int:
 
 def _sweep_command(*, values: dict, grid_file: str | None, out: str, name: str, loop: str, dim: int, chains: int,
                    seed: int, dtype: str, progress: bool, allow_large: bool, model="gaussian", target=None,
-                   bandwidth=None):
+                   bandwidth=None, table_n_max=None):
     """``madjax sweep``: ``values`` (a list per parameter, None where not given) or a JSON ``grid_file``;
     lists with one value are fixed, longer lists are swept. Prints the exported file unless quiet."""
     import os
@@ -410,7 +421,7 @@ def _sweep_command(*, values: dict, grid_file: str | None, out: str, name: str, 
         grid = {first: [fixed.pop(first)]}
     ds = run_effective_sweep(out, name, loop=loop, dim=dim, grid=grid, fixed=fixed, chains=chains, seed=seed,
                              dtype=dtype, progress=progress, allow_large=allow_large, model=model, target=target,
-                             bandwidth=bandwidth)
+                             bandwidth=bandwidth, table_n_max=table_n_max)
     if progress:
         print(os.path.join(out, f"{name}.nc"))
     return ds
@@ -422,7 +433,7 @@ def _cmd_sweep(args) -> int:
     _sweep_command(values={k: getattr(args, k) for k in SWEEP_PARAMS if k != "n_ini"}, grid_file=args.grid,
                    out=args.out, name=args.name, loop=args.loop, dim=args.dim, chains=args.chains, seed=args.seed,
                    dtype="float64" if args.x64 else "float32", progress=not args.quiet, allow_large=args.allow_large,
-                   **_model_options(args))
+                   table_n_max=args.table_n_max, **_model_options(args))
     return 0
 
 

@@ -103,8 +103,7 @@ MODELS: dict[str, Entry] = {
                       {"engine": "exact", "factor": "auto", "w2_every": 1}, _gaussian_cost, (2, 10**7, 1024, 61)),
     "gmm": Entry(_gmm, ("grid",), lambda o: 25, {"n_eval": None}, _gmm_cost, (25, 10**5, 64, 25)),
     "kde": Entry(_kde, ("normal", "grid"), lambda o: 2, {"bandwidth": "scott", "n_eval": None, "w2_every": 1},
-                 _kde_cost,
-                 (2, 10**5, 128, 31)),
+                 _kde_cost, (2, 10**4, 128, 31)),
 }
 """Every model ``--model`` may name."""
 
