@@ -19,8 +19,9 @@ a bound, marked ≥ on the cell):
 
 * ``paper``: n_r ∈ {50 … 3000}, n_s ∈ {25 … 10⁴}, 1000 chains, table to 10⁵:
   GPU-scale, checked with ``--dry-run``;
-* ``quick``: n_r ∈ {50, 100, 200}, n_s ∈ {25, 100, 400}, 128 chains, table to
-  2·10⁴, evaluation samples of 64 points (only ``w2`` enters n_e);
+* ``quick``: n_r ∈ {50, 100, 200}, n_s ∈ {25, 100, 250}, 128 chains, table to
+  4096, evaluation samples of 64 points (only ``w2`` enters n_e): every cell
+  fits one buffer capacity level (256 rows), two horizon levels (64, 128);
 * ``smoke``: n_r ∈ {30, 60}, n_s ∈ {10, 30}, 8 chains, table to 256: one
   horizon level and one buffer capacity level, so the sweep compiles once
   (plus once for the table).
@@ -191,9 +192,9 @@ def get_config(fig: str, preset: str) -> PhaseConfig:
                     paper=dict(**gmm, chains=1000, table_n_max=10**5,
                                sweeps=(("gmm_phase", {"lam": [1.0, 0.8], "n_real": [50, 100, 300, 1000, 3000],
                                                       "n_syn": [25, 100, 300, 1000, 3000, 10000]}, {}),)),
-                    quick=dict(**gmm, chains=128, table_n_max=20000, model_options=(("n_eval", 64),),
+                    quick=dict(**gmm, chains=128, table_n_max=4096, model_options=(("n_eval", 64),),
                                sweeps=(("gmm_phase", {"lam": [1.0, 0.8], "n_real": [50, 100, 200],
-                                                      "n_syn": [25, 100, 400]}, {}),)),
+                                                      "n_syn": [25, 100, 250]}, {}),)),
                     smoke=dict(**gmm, chains=8, table_n_max=256, model_options=(("n_eval", 32),),
                                sweeps=(("gmm_phase", {"lam": [1.0, 0.8], "n_real": [30, 60],
                                                       "n_syn": [10, 30]}, {}),)))
