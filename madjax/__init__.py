@@ -9,9 +9,10 @@ the phase diagrams, and deep loops through the same generation-step interface.
 __version__ = "0.1.0"
 
 from madjax import metrics
-from madjax.base import GenerativeModel
+from madjax.base import GenerativeModel, LoopModel
 from madjax.loops import LoopParams, LoopSpec
 from madjax.effective import effective_size
 from madjax.simulate import simulate
 
-__all__ = ["GenerativeModel", "LoopParams", "LoopSpec", "effective_size", "metrics", "simulate", "__version__"]
+__all__ = ["GenerativeModel", "LoopModel", "LoopParams", "LoopSpec", "effective_size", "metrics", "simulate",
+           "__version__"]

@@ -93,9 +93,10 @@ class LoopModel(NamedTuple):
     * ``confine(D, P¹) -> D``: in the fully synthetic loop every later
       sample lies in the support of G¹; a model that tracks supports (the
       Gaussian's analytic rank) records it, the others return ``D``.
-    * ``diagnose(key, P, I, t) -> R``: a NamedTuple of ``()`` leaves
+    * ``diagnose(key, P, I, t) -> R``: a NamedTuple or dict of ``()`` leaves
       describing generation ``t``'s fitted model (the executor stacks them
-      to ``(chains, T)``).
+      to ``(chains, T)``); ``w2`` is the model's distance to P_r, from which
+      WD and n_e are computed.
     """
 
     init: InitFn
