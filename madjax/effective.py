@@ -74,6 +74,7 @@ TOL = 1e-3  # burn-in: the initial model's influence decays below this factor
 MIN_WINDOW = 50
 CHUNK_BYTES = 1 << 30  # bound on one compiled call's working set
 Z_CONVERGENCE = 3.0
+EXTEND_BATCH = 4  # cells per call when cells are rerun at a longer horizon
 
 
 # ----------------------------------------------------------------------------- burn-in
@@ -262,7 +263,11 @@ def _steady_wd_group(cells: list[dict], spec: LoopSpec, model: ModelChoice, *, c
     results: list[WDEstimate | None] = [None] * len(cells)
     todo = list(range(len(cells)))
     for attempt in range(extend + 1):
+        # Reruns (cells that failed the convergence check) go in batches of at most EXTEND_BATCH:
+        # still a fixed shape, but one slow cell no longer pays for a full batch of padding.
         size = batch or len(todo)
+        if attempt > 0:
+            size = min(size, EXTEND_BATCH)
         # Stream chains through bounded chunks: (cells × chunk) working sets stay near 1 GiB.
         per_chain = model.entry.cost(spec.model, memory_slots, 1, False)[0] * size
         chain_chunk = max(1, min(chains, CHUNK_BYTES // per_chain))

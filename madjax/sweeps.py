@@ -306,11 +306,15 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int | None = Non
              chains, dim, chains * sum(levels[i] for i in todo))
     with WeightedProgress([chains * lv for lv in levels], done=[i for i, idx in enumerate(index) if done[idx]],
                           desc=name, enabled=progress) as bar:
-        batches = [(level, group[start:start + batch]) for level in sorted(set(levels))
-                   for group in [[i for i in todo if levels[i] == level]] for start in range(0, len(group), batch)]
+        # A level's batch is at most its number of cells in the whole grid (a level of 2 cells is
+        # not padded to 16): fixed per level, so a resumed sweep compiles and computes the same shapes.
+        sizes = {level: min(batch, levels.count(level)) for level in set(levels)}
+        batches = [(level, group[start:start + sizes[level]]) for level in sorted(set(levels))
+                   for group in [[i for i in todo if levels[i] == level]]
+                   for start in range(0, len(group), sizes[level])]
         for level, chunk in batches:
             ests = steady_wd_cells([cells[i] for i in chunk], loop=loop, chains=chains, seed=seed,
-                                   memory_slots=memory_slots, batch=batch, horizon_T=level, model=choice)
+                                   memory_slots=memory_slots, batch=sizes[level], horizon_T=level, model=choice)
             for i, est in zip(chunk, ests):
                 rec = result_record(est, invert(table, est.wd, est.wd_se), cells[i]["n_real"], chains)
                 rec["n_e_bound"] = _BOUND_CODE[rec["n_e_bound"]]
