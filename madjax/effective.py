@@ -53,8 +53,6 @@ from madjax.resources import (
     HOST_COPIES,
     STEP_S,
     cause,
-    chain_bytes,
-    chain_generation_seconds,
     check_budget,
 )
 from madjax.validation import (
@@ -304,9 +302,6 @@ class EDistTable(NamedTuple):
     se: np.ndarray  # (m,)
 
 
-TABLE_N_MAX = 10**7
-TABLE_POINTS = 61
-TABLE_CHAINS = 1024
 # Bump when the way the table is computed changes: older cache files are then rebuilt, never reused.
 # 2: the one loop layer's key streams, and tables for every jittable model.
 TABLE_ALGORITHM = 2

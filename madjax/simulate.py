@@ -12,7 +12,6 @@ import dataclasses
 import logging
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 

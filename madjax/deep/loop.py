@@ -77,7 +77,7 @@ import numpy as np
 from madjax._progress import progress_bar
 from madjax.base import GenerativeModel, LoopModel
 from madjax.data import DataSource
-from madjax.deep.checkpoint import Checkpointer, pool_rows
+from madjax.deep.checkpoint import Checkpointer
 from madjax.figures.samples import sample_png
 from madjax.loops import LoopParams, first_training_set, generation_keys, training_set
 from madjax.io import READ_ERRORS, atomic_path, check_schema, provenance, read_json, write_json
