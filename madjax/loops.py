@@ -276,11 +276,11 @@ def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int, 
     def step(carry, t):
         state, snaps = carry
         k_real, k_syn, k_fit, k_diag = generation_keys(key, t)
-        history = jax.tree.map(lambda x: x[0], state.models) if slots == 1 else state.models
-        train, pool = training_set(k_real, k_syn, spec, model, params, history=history,
+        previous = jax.tree.map(lambda x: x[jnp.mod(t - 2, slots)], state.models)  # G^{t−1}: the warm start
+        train, pool = training_set(k_real, k_syn, spec, model, params, history=previous if slots == 1 else state.models,
                                    valid=slot_mask(t, params.memory, slots), real=state.real, pool=state.pool,
                                    first=state.first)
-        fitted, info = model.fit(k_fit, jax.tree.map(lambda x: x[0], state.models), train)
+        fitted, info = model.fit(k_fit, previous, train)
         slot = jnp.mod(t - 1, slots)
         models = jax.tree.map(lambda buf, x: buf.at[slot].set(x), state.models, fitted)
         hit = kept == t
