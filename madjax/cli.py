@@ -145,9 +145,9 @@ def _groups(p, *titles: str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from madjax.data import DATA_NAMES
+    from madjax.data import DATA_NAMES, FASHION_MNIST_DIR, IMAGE_NAMES
     from madjax.effective import EFFECTIVE_LOOPS
-    from madjax.figures import FIGURE_IDS, PRESETS
+    from madjax.figures import FIGURE_IDS, IMAGE_FIGURES, PRESETS
     from madjax.gaussian import ENGINES, FACTORS
     from madjax.models import MODEL_NAMES
     from madjax.points import TARGETS
@@ -256,13 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "reproduce", help="reproduce paper figures", positionals={"figure": "FIG"},
                  description="Run a figure's preset, store its data and draw DIR/FIG.png and DIR/FIG.pdf.")
     p.add_argument("figures", nargs="+", metavar="FIG", choices=FIGURE_IDS + ("all",), help=figs + ", or all")
-    run, output = _groups(p, "run", "output")
+    run, data, output = _groups(p, "run", "data", "output")
     run.add_argument("--preset", default="quick", choices=PRESETS,
                      help="smoke: seconds; quick: minutes on a laptop; paper: the paper's sizes (GPU-scale)")
     run.add_argument("--dry-run", action="store_true",
                      help="validate, print shapes, work, a memory estimate and the wall time estimated on this "
                           "machine (a short calibration run), without running")
     _add_run(run, allow_large=False)  # fixed presets: nothing to override
+    data.add_argument("--data", default=None, choices=IMAGE_NAMES,
+                      help=f"images of the image figures ({', '.join(IMAGE_FIGURES)}; with 'all', those only), "
+                           "scored by LeNet-FID, precision and recall (default: the preset's own, digits for smoke "
+                           "and quick, mnist for paper)")
+    data.add_argument("--data-dir", default=None,
+                      help="directory of the mnist / fashion-mnist IDX files, raw or .gz (default $MADJAX_DATA for "
+                           f"mnist, {FASHION_MNIST_DIR} for fashion-mnist)")
     output.add_argument("--out", required=True, help="output directory")
     _add_talk(output)
 
@@ -282,14 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
         positionals={"model": "MODEL"},
         description=(
             "Run one chain of a deep self-consuming loop: GLOW on 2-D Rosenbrock points, or a conditional "
-            "DDPM / a WGAN-GP on images (the bundled 8x8 digits, or MNIST IDX files). Writes DIR/metrics.csv "
+            "DDPM / a WGAN-GP on images (the bundled 8x8 digits, or the 28x28 MNIST or Fashion-MNIST IDX files), "
+            "scored by LeNet-FID (the Frechet distance in the features of a LeNet trained on the data, not "
+            "Inception FID), precision and recall. Writes DIR/metrics.csv "
             "(one row per generation), DIR/samples/gen_<t>.npz and .png, DIR/checkpoints/; run it again "
             "with the same options (and a larger --generations) to resume. "
             "Example: madjax train ddpm --loop fully-synthetic --generations 5 --lam 0.7 --data digits "
             "--preset quick --out runs/ddpm"),
     )
     p.add_argument("model", metavar="MODEL", choices=TRAIN_MODELS,
-                   help="glow (on rosenbrock) | ddpm | wgan (on digits or mnist)")
+                   help="glow (on rosenbrock) | ddpm | wgan (on digits, mnist or fashion-mnist)")
     loop, sizes, data, run, output = _groups(p, "loop", "sizes", "data", "run", "output")
     loop.add_argument("--loop", required=True, choices=LOOPS, help="which self-consuming loop")
     loop.add_argument("--lam", type=float, default=1.0,
@@ -304,9 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--n-total", type=int, default=None, help="training-set size with --real-fraction")
     data.add_argument("--data", required=True, choices=DATA_NAMES, help="training data")
     data.add_argument("--data-dir", default=None,
-                      help="directory of the MNIST IDX files, raw or .gz (default $MADJAX_DATA)")
+                      help="directory of the mnist / fashion-mnist IDX files, raw or .gz (default $MADJAX_DATA for "
+                           f"mnist, {FASHION_MNIST_DIR} for fashion-mnist)")
     run.add_argument("--preset", default="quick", choices=PRESETS,
-                     help="model and training sizes (paper: MNIST sizes, a GPU)")
+                     help="model and training sizes (paper: 60 000 MNIST / Fashion-MNIST images, a GPU)")
     _add_run(run)
     output.add_argument("--out", required=True, help="output directory")
     output.add_argument("--save-every", type=int, default=1,
@@ -445,7 +455,7 @@ def _cmd_reproduce(args) -> int:
     from madjax.figures import reproduce
 
     reproduce(args.figures, preset=args.preset, out=args.out, dry_run=args.dry_run,
-              seed=args.seed, progress=not args.quiet)
+              seed=args.seed, progress=not args.quiet, data=args.data, data_dir=args.data_dir)
     return 0
 
 

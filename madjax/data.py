@@ -18,8 +18,8 @@ exactly. Its normaliser is √(2π)·√π, and
 * E x₁ = 0, Var x₁ = 1, P(|x₁| > 2) = 2Φ(−2) ≈ 0.0455;
 * E x₂ = E x₁² = 1, Var x₂ = Var x₁² + 1/2 = 2 + 1/2 = 5/2.
 
-Images (``digits``, ``mnist``)
-------------------------------
+Images (``digits``, ``mnist``, ``fashion-mnist``)
+-------------------------------------------------
 
 An image source samples :class:`Images` -- pixels ``x`` ``(n, H, W)``
 float32 in [0, 1] and class labels ``y`` ``(n,)`` int32 -- drawn uniformly
@@ -43,6 +43,16 @@ the environment variable ``MADJAX_DATA``::
 
 each raw or gzip-compressed (the same name plus ``.gz``; a raw file wins when
 both exist). Pixels are divided by 255. Nothing is ever downloaded.
+
+``fashion-mnist`` -- Zalando's Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017;
+MIT license): 60 000 training and 10 000 test 28×28 grey images of ten
+clothing classes (:data:`FASHION_MNIST_LABELS`), stored as the same four IDX
+files under the same names as MNIST and read by the same reader. Its
+directory is ``data_dir`` (``--data-dir``) or, when that is None,
+:data:`FASHION_MNIST_DIR` (``/usr/share/datasets/fashion-mnist``, where
+Debian's ``dataset-fashion-mnist`` package installs the files; ``$MADJAX_DATA``
+names the MNIST directory and is not used for it). Missing files are one
+line naming ``data_dir`` that says how to get them.
 
 The IDX format (:func:`read_idx`): a big-endian header -- two zero bytes,
 a type byte (0x08: unsigned byte, the only type MNIST uses), a byte
@@ -78,8 +88,10 @@ from madjax.validation import ParameterError, check_choice, check_int
 
 Array = jax.Array
 
-DATA_NAMES = ("rosenbrock", "digits", "mnist")
-IMAGE_NAMES = ("digits", "mnist")
+DATA_NAMES = ("rosenbrock", "digits", "mnist", "fashion-mnist")
+IMAGE_NAMES = ("digits", "mnist", "fashion-mnist")
+# Image data sets stored as the four MNIST-layout IDX files (module docstring).
+IDX_NAMES = ("mnist", "fashion-mnist")
 
 # Exact Rosenbrock moments (module docstring): the references of tests and plots.
 ROSENBROCK_MEAN = (0.0, 1.0)
@@ -100,6 +112,14 @@ MNIST_FILES = {
 MNIST_SHAPE = (28, 28)
 MNIST_CLASSES = 10
 DATA_ENV = "MADJAX_DATA"
+
+# Fashion-MNIST: where Debian's dataset-fashion-mnist package puts the four
+# IDX files (the default directory), how to get them, and the class names of
+# labels 0-9 (Xiao et al., 2017).
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+FASHION_MNIST_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                        "Ankle boot")
 
 _IDX_UBYTE = 0x08
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -279,43 +299,61 @@ def _read_idx_stream(stream, ndim: int | None, fail) -> np.ndarray:
     return np.frombuffer(payload, np.uint8, count=size).reshape(dims)
 
 
-def _mnist_dir(data_dir: str | os.PathLike | None) -> str:
-    """The resolved MNIST directory: ``data_dir``, else ``$MADJAX_DATA``."""
+def _fashion_hint(list_files: bool = True) -> str:
+    """How to get the Fashion-MNIST files (the end of every missing-files message)."""
+    names = f" ({', '.join(MNIST_FILES.values())}, each raw or .gz)" if list_files else ""
+    return (f"install them with `apt-get install {FASHION_MNIST_PACKAGE}` (into {FASHION_MNIST_DIR}), or point "
+            f"data_dir (--data-dir) at a directory holding the four IDX files{names}")
+
+
+def _idx_dir(name: str, data_dir: str | os.PathLike | None) -> str:
+    """The resolved directory of an IDX data set: ``data_dir``, else ``$MADJAX_DATA`` (mnist) or
+    :data:`FASHION_MNIST_DIR` (fashion-mnist)."""
     names = ", ".join(MNIST_FILES.values())
     if data_dir is None:
-        data_dir = os.environ.get(DATA_ENV) or None
-        if data_dir is None:
-            raise ParameterError("data_dir", f"mnist needs a directory holding {names} (each raw or .gz): "
-                                             f"give data_dir or set {DATA_ENV}")
+        if name == "fashion-mnist":
+            data_dir = FASHION_MNIST_DIR
+        else:
+            data_dir = os.environ.get(DATA_ENV) or None
+            if data_dir is None:
+                raise ParameterError("data_dir", f"mnist needs a directory holding {names} (each raw or .gz): "
+                                                 f"give data_dir or set {DATA_ENV}")
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
-        raise ParameterError("data_dir", f"{data_dir}: not a directory (mnist needs {names}, each raw or .gz)")
+        if name == "fashion-mnist":
+            raise ParameterError("data_dir", f"{data_dir}: not a directory (no Fashion-MNIST files); "
+                                             f"{_fashion_hint()}")
+        raise ParameterError("data_dir", f"{data_dir}: not a directory ({name} needs {names}, each raw or .gz)")
     return os.path.realpath(data_dir)
 
 
-def _mnist_files(directory: str) -> dict[str, str]:
-    """The path of each MNIST file in ``directory`` (raw preferred over .gz)."""
+def _idx_files(name: str, directory: str) -> dict[str, str]:
+    """The path of each of the four IDX files of ``name`` in ``directory`` (raw preferred over .gz)."""
     paths, missing = {}, []
-    for role, name in MNIST_FILES.items():
-        for candidate in (name, name + ".gz"):
+    for role, file in MNIST_FILES.items():
+        for candidate in (file, file + ".gz"):
             path = os.path.join(directory, candidate)
             if os.path.isfile(path):
                 paths[role] = path
                 break
         else:
-            missing.append(name)
+            missing.append(file)
     if missing:
-        raise ParameterError("data_dir", f"{directory}: missing {', '.join(missing)} (or .gz); mnist needs "
+        if name == "fashion-mnist":
+            raise ParameterError("data_dir", f"{directory}: missing Fashion-MNIST {', '.join(missing)} (or .gz); "
+                                             f"{_fashion_hint(list_files=False)}")
+        raise ParameterError("data_dir", f"{directory}: missing {', '.join(missing)} (or .gz); {name} needs "
                                          f"{', '.join(MNIST_FILES.values())}")
     return paths
 
 
-def _read_split(images_path: str, labels_path: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(images_path: str, labels_path: str, num_classes: int,
+                name: str = "mnist") -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(images_path, ndim=3)
     labels = read_idx(labels_path, ndim=1)
     if images.shape[1:] != MNIST_SHAPE:
         raise ParameterError("data_dir", f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
-                                         f"mnist images are {MNIST_SHAPE[0]}x{MNIST_SHAPE[1]}")
+                                         f"{name} images are {MNIST_SHAPE[0]}x{MNIST_SHAPE[1]}")
     if images.shape[0] == 0:
         raise ParameterError("data_dir", f"{images_path}: holds no images")
     if labels.shape[0] != images.shape[0]:
@@ -341,18 +379,19 @@ def _readonly(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 def _image_key(name: str, data_dir=None, param: str = "data") -> tuple:
     """A hashable key that changes when the loaded images would: (name, directory, file stamps).
 
-    Validates the name and (for mnist) that the directory and its four files
-    exist, raising :class:`ParameterError` before any file is read.
+    Validates the name and (for mnist and fashion-mnist) that the directory
+    and its four files exist, raising :class:`ParameterError` before any file
+    is read.
     """
     check_choice(param, name, IMAGE_NAMES)
     if name == "digits":
         return ("digits",)
-    paths = _mnist_files(_mnist_dir(data_dir))
+    paths = _idx_files(name, _idx_dir(name, data_dir))
     stamps = []
     for role in MNIST_FILES:
         st = os.stat(paths[role])
         stamps.append((paths[role], st.st_size, st.st_mtime_ns))
-    return ("mnist", tuple(stamps))
+    return (name, tuple(stamps))
 
 
 @functools.lru_cache(maxsize=8)
@@ -366,8 +405,8 @@ def _load(key: tuple) -> ImageData:
         test = _digits_test_mask(y)
         return ImageData(*_readonly(x[~test], y[~test], x[test], y[test]))
     paths = {role: path for role, (path, _, _) in zip(MNIST_FILES, key[1])}
-    x_train, y_train = _read_split(paths["train_images"], paths["train_labels"], MNIST_CLASSES)
-    x_test, y_test = _read_split(paths["test_images"], paths["test_labels"], MNIST_CLASSES)
+    x_train, y_train = _read_split(paths["train_images"], paths["train_labels"], MNIST_CLASSES, key[0])
+    x_test, y_test = _read_split(paths["test_images"], paths["test_labels"], MNIST_CLASSES, key[0])
     return ImageData(*_readonly(x_train, y_train, x_test, y_test))
 
 
@@ -381,12 +420,14 @@ def _digits_test_mask(y: np.ndarray) -> np.ndarray:
 
 
 def load_images(name: str, data_dir: str | os.PathLike | None = None) -> ImageData:
-    """The train and test splits of ``digits`` or ``mnist`` (module docstring).
+    """The train and test splits of ``digits``, ``mnist`` or ``fashion-mnist`` (module docstring).
 
     Args:
-      name: ``"digits"`` (bundled with scikit-learn) or ``"mnist"``.
-      data_dir: MNIST directory of IDX files (default ``$MADJAX_DATA``);
-        ignored for digits.
+      name: ``"digits"`` (bundled with scikit-learn), ``"mnist"`` or
+        ``"fashion-mnist"``.
+      data_dir: directory of the four IDX files (default ``$MADJAX_DATA``
+        for mnist, :data:`FASHION_MNIST_DIR` for fashion-mnist); ignored for
+        digits.
 
     Returns:
       :class:`ImageData` of read-only numpy arrays, x float32 in [0, 1]
@@ -434,21 +475,23 @@ SOURCES: dict[str, Callable[[str | None], DataSource]] = {
     "rosenbrock": lambda data_dir: DataSource("rosenbrock", (2,), rosenbrock_sample, rosenbrock_log_density),
     "digits": lambda data_dir: _image_source(_image_key("digits")),
     "mnist": lambda data_dir: _image_source(_image_key("mnist", data_dir)),
+    "fashion-mnist": lambda data_dir: _image_source(_image_key("fashion-mnist", data_dir)),
 }
 
 
 def get_source(name: str, data_dir: str | None = None, param: str = "data") -> DataSource:
     """The :class:`DataSource` called ``name``.
 
-    Image sources (``digits``, ``mnist``) sample :class:`Images` of distinct
-    training images; ``sample(key, n)`` raises a :class:`ParameterError`
-    naming ``n`` when n exceeds the training split. The mnist source reads
-    (and checks) its files here, so a bad directory fails before any work.
+    Image sources (``digits``, ``mnist``, ``fashion-mnist``) sample
+    :class:`Images` of distinct training images; ``sample(key, n)`` raises a
+    :class:`ParameterError` naming ``n`` when n exceeds the training split.
+    The mnist and fashion-mnist sources read (and check) their files here,
+    so a bad directory fails before any work.
 
     Raises:
       ParameterError: naming ``param`` for an unknown name, or a known one
         this version of madjax does not provide; naming ``data_dir`` for
-        missing or malformed MNIST files.
+        missing or malformed IDX files.
     """
     check_choice(param, name, DATA_NAMES)
     if name not in SOURCES:

@@ -7,7 +7,7 @@
 * :func:`glow` / :class:`GlowConfig` -- the GLOW flow as a ``GenerativeModel``;
   the DDPM and WGAN-GP live in :mod:`madjax.deep.ddpm` and
   :mod:`madjax.deep.wgan` (imported on demand: they are heavier);
-* :func:`image_evaluation` -- FID / precision / recall in LeNet features
+* :func:`image_evaluation` -- LeNet-FID / precision / recall in LeNet features
   against the held-out test split.
 """
 

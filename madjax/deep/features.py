@@ -1,10 +1,17 @@
-r"""LeNet features for image metrics: FID, precision and recall (App. A.4, DESIGN §5).
+r"""LeNet features for image metrics: LeNet-FID, precision and recall (App. A.4, DESIGN §5).
 
 The paper scores MNIST generations by FID and precision/recall in the
 feature space of a classifier trained on the real data. Inception features
-mean little on 28×28 or 8×8 digits, so madjax trains its own LeNet-style
+mean little on 28×28 or 8×8 grey images, so madjax trains its own LeNet-style
 classifier (LeCun et al., 1998) once, with a fixed seed, on the real
 training split (:func:`madjax.data.load_images`), and caches it on disk.
+The Fréchet distance in this feature space is called **LeNet-FID**
+throughout: its values are on another scale than Inception FID (84 features
+of a small network trained on the data itself, not 2048 ImageNet features)
+and cannot be compared with published Inception FIDs. Its behaviour on real
+28×28 data -- clean train vs test, Gaussian noise, blur, a class removed --
+is checked in ``tests/test_fashion_mnist.py`` and measured on the whole of
+Fashion-MNIST by ``benchmarks/lenet_fid_validation.py`` (README).
 
 Architecture (:class:`LeNet`), for an H×W grey image:
 
@@ -41,7 +48,7 @@ unreadable, written by another version, altered, or holds weights of the
 wrong shape or non-finite weights is retrained over with one warning line.
 
 Metrics (:func:`image_metrics`) with the real images ``x_ref`` as reference:
-"FID" is the squared Fréchet distance between Gaussians fitted to φ of the
+"LeNet-FID" (key ``"fid"``) is the squared Fréchet distance between Gaussians fitted to φ of the
 two sets (:func:`madjax.metrics.fid_from_features`: two-pass moments, ddof =
 1), evaluated in float64 (a scoped ``jax.enable_x64``) because its matrix
 square roots turn float32 round-off in the near-zero eigenvalues of the
@@ -126,11 +133,13 @@ class LeNetConfig:
 
 # The default network per data set. digits: 1,501 training images, 20 epochs
 # of 46 steps (~98-99 % test accuracy; with seeds 0-2: 99.0, 96.0, 98.7 %;
-# a constant step of 10⁻³ needed 40 epochs for the same); MNIST: 60k images,
-# 5 epochs of 468 steps.
+# a constant step of 10⁻³ needed 40 epochs for the same); MNIST and
+# Fashion-MNIST: 60k images, 5 epochs of 468 steps (Fashion-MNIST's test
+# accuracy: README, "LeNet-FID on Fashion-MNIST").
 LENET_CONFIGS = {
     "digits": LeNetConfig(image_shape=(8, 8), epochs=20, batch_size=32),
     "mnist": LeNetConfig(image_shape=(28, 28), epochs=5, batch_size=128),
+    "fashion-mnist": LeNetConfig(image_shape=(28, 28), epochs=5, batch_size=128),
 }
 
 
@@ -197,7 +206,7 @@ class FeatureExtractor:
     """A trained LeNet and what it was trained on.
 
     Attributes:
-      data: ``"digits"`` or ``"mnist"``.
+      data: ``"digits"``, ``"mnist"`` or ``"fashion-mnist"``.
       config: the :class:`LeNetConfig`.
       state: the ``nnx.State`` of the trained weights.
       accuracy: test-split classification accuracy in [0, 1].
@@ -389,8 +398,9 @@ def lenet_features(data: str, data_dir: str | os.PathLike | None = None, *, conf
     """The LeNet feature extractor of ``data``: read from the disk cache, or trained and cached.
 
     Args:
-      data: ``"digits"`` or ``"mnist"``.
-      data_dir: MNIST directory (default ``$MADJAX_DATA``).
+      data: ``"digits"``, ``"mnist"`` or ``"fashion-mnist"``.
+      data_dir: directory of the IDX files (default ``$MADJAX_DATA`` for
+        mnist, :data:`madjax.data.FASHION_MNIST_DIR` for fashion-mnist).
       config: the network and schedule (default :data:`LENET_CONFIGS` ``[data]``).
       cache_dir: cache root (default ``$MADJAX_CACHE``, else ``~/.cache/madjax``).
       progress: a progress bar over the training epochs (terminal only).
@@ -441,7 +451,7 @@ def _reference_features(extractor: FeatureExtractor, x: np.ndarray) -> np.ndarra
 
 
 def image_metrics(extractor: FeatureExtractor, x_model, x_ref, *, k: int = 5) -> dict:
-    """FID, precision and recall of model images against real images, in LeNet feature space.
+    """LeNet-FID, precision and recall of model images against real images, in LeNet feature space.
 
     Model images with any non-finite pixel are counted and dropped; the
     metrics describe the rest.
@@ -455,7 +465,8 @@ def image_metrics(extractor: FeatureExtractor, x_model, x_ref, *, k: int = 5) ->
       k: neighbour rank of precision/recall.
 
     Returns:
-      ``{"fid": d_F² of the fitted Gaussians, "precision", "recall",
+      ``{"fid": LeNet-FID, d_F² of the Gaussians fitted to the features,
+      "precision", "recall",
       "n_nonfinite": int}``; the three metrics are NaN when fewer than
       max(2, k + 1) model images are finite.
     """

@@ -30,7 +30,7 @@ compound). The Sinkhorn subsample is the smallest because its cost grows
 fastest with n (:mod:`madjax.deep.evaluate`).
 
 The conditional DDPM (``ddpm``) and the WGAN-GP (``wgan``) on images
-(``--data digits`` or ``mnist``); architectures and schedules are
+(``--data digits``, ``mnist`` or ``fashion-mnist``); architectures and schedules are
 ``DDPM_CONFIGS`` / ``WGAN_CONFIGS`` of :mod:`madjax.deep.ddpm` and
 :mod:`madjax.deep.wgan`, with the image size and class count taken from the
 data:
@@ -46,9 +46,13 @@ smoke    96                           48
 The quick DDPM differs from ``DDPM_CONFIGS["quick"]`` by
 :data:`DDPM_LOOP_CHANGES` (minibatch 32, every generation from scratch: fits
 that converge on their own, so the loop measures drift rather than
-continued training). The paper preset needs ``--data mnist`` (60 000
-training images; digits has 1 501, which is an error naming the size).
-**Image metrics**: FID, precision and recall (k = 5) in the feature space
+continued training). The paper preset needs ``--data mnist`` or
+``fashion-mnist`` (60 000 training images and 10 000 test images each; digits has 1 501, which is an
+error naming the size). The quick preset on 28×28 data scores as many model
+samples as the test split holds (10 000) every generation.
+**Image metrics**: LeNet-FID (the Fréchet distance in the LeNet's 84
+features, not Inception FID; :mod:`madjax.deep.features`), precision and
+recall (k = 5) in the feature space
 of a LeNet the project trains on the same data's training split (:func:`madjax.deep.features.lenet_features`,
 cached on disk), against the **held-out test split** as the reference -- the
 same images every generation, never seen by G¹ nor by the LeNet's
@@ -201,14 +205,15 @@ def image_reference(data: str, data_dir=None) -> Images:
 
 def image_evaluation(data: str, data_dir=None, *, n_eval: int | None = None, k: int = 5,
                      progress: bool = False) -> Evaluation:
-    """FID / precision / recall of model images in LeNet features, against the test split.
+    """LeNet-FID / precision / recall of model images in LeNet features, against the test split.
 
     Trains (or reads from the disk cache) the LeNet of ``data`` -- the one
     step here that may take a while the first time.
 
     Args:
-      data: ``"digits"`` or ``"mnist"``.
-      data_dir: MNIST directory (default ``$MADJAX_DATA``).
+      data: ``"digits"``, ``"mnist"`` or ``"fashion-mnist"``.
+      data_dir: directory of the IDX files (default ``$MADJAX_DATA`` for
+        mnist, ``/usr/share/datasets/fashion-mnist`` for fashion-mnist).
       n_eval: model samples per generation (None: the test split's size).
       k: neighbour rank of precision/recall.
       progress: progress bar of the LeNet's training.
@@ -233,7 +238,7 @@ def _image_evaluation(preset: Preset, config, source, data_dir, progress) -> Eva
 # Loop-specific changes to the DDPM presets. quick: minibatches of 32 instead
 # of 128 -- the same images per epoch, so about the same CPU time per fit, but
 # four times the optimiser steps: from scratch, 40 epochs bring a fit of 500
-# digits to LeNet FID 5.4 (batch 128: 19.5) and of 1000 digits to 2.4
+# digits to LeNet-FID 5.4 (batch 128: 19.5) and of 1000 digits to 2.4
 # (batch 128: 8.6; real train vs test images: 1.7). With fits that converge
 # on their own, every generation trains from scratch (warm_start False), the
 # paper's protocol (§2): warm-started fits of an under-converged G¹ keep
@@ -384,7 +389,7 @@ def train(
     """Run (or resume) one chain of a deep self-consuming loop into ``out``.
 
     Everything is validated before any work -- model, preset, loop, data (an
-    MNIST directory is read and checked), sizes against the data, the output
+    MNIST / Fashion-MNIST directory is read and checked), sizes against the data, the output
     directory -- a bad value raises
     :class:`~madjax.validation.ParameterError` naming the parameter.
 
@@ -394,8 +399,11 @@ def train(
       generations: T ≥ 1; a larger T than a saved run's continues it.
       lam: sampling bias λ ∈ (0, 1]: latents z = √λ·ε (GLOW, WGAN-GP), or
         classifier-free guidance w = 1/λ − 1 (DDPM).
-      data: ``"rosenbrock"`` (GLOW) or ``"digits"`` / ``"mnist"`` (DDPM, WGAN-GP).
-      data_dir: MNIST directory (default ``$MADJAX_DATA``; unused otherwise).
+      data: ``"rosenbrock"`` (GLOW) or ``"digits"`` / ``"mnist"`` /
+        ``"fashion-mnist"`` (DDPM, WGAN-GP).
+      data_dir: directory of the IDX files (default ``$MADJAX_DATA`` for
+        mnist, ``/usr/share/datasets/fashion-mnist`` for fashion-mnist;
+        unused otherwise).
       n_ini, n_real, n_syn: sizes (None: the preset's n; module docstring).
       memory: K ≥ 1, models synthetic samples are drawn from.
       accumulate: keep every previous synthetic set (not with memory > 1).
@@ -420,7 +428,7 @@ def train(
     if data not in entry.data:
         raise ParameterError("data", f"{model} models {' or '.join(entry.data)}, got {data!r}")
     spec = model_presets(model)[preset]
-    source = get_source(data, data_dir)  # reads and checks MNIST files before any work
+    source = get_source(data, data_dir)  # reads and checks IDX files before any work
     lam = check_lam(lam)
     generations = check_int("generations", generations, minimum=1)
     save_every = check_int("save_every", save_every, minimum=1)

@@ -191,7 +191,7 @@ class WGANConfig:
 #   size of 10⁻³ that networks this small tolerate: 100 epochs are 900
 #   generator steps on the full split (600 on 1,000 images). Measured on a
 #   2-core CPU shared with other jobs (load average ~7): the first fit 48 s
-#   (10 s of it compiling), warm-started fits 25–35 s; G¹ scores LeNet FID
+#   (10 s of it compiling), warm-started fits 25–35 s; G¹ scores LeNet-FID
 #   ≈ 4, precision ≈ 0.84, recall ≈ 0.97 against the test split (real train
 #   vs test: 0.9 / 0.98 / 0.94) and draws recognisable digits.
 # * smoke: the 8×8 digits with tiny networks and two epochs: every code path,

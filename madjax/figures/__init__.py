@@ -11,7 +11,10 @@ bundles
 * ``dry_run(config) -> str`` -- validate, report shapes and a memory estimate,
   compile one step, without running;
 * ``plot(out_dir) -> list[str]`` -- redraw ``FIG.png`` and ``FIG.pdf`` from
-  the saved data.
+  the saved data;
+* ``with_data(config, data, data_dir) -> config`` (image figures only, else
+  None) -- the configuration on another image data set (``reproduce
+  --data``; :func:`madjax.figures.image_loops.with_data`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Figure(NamedTuple):
     run: Callable[..., None]
     dry_run: Callable[[Any], str]
     plot: Callable[[str], list]
+    with_data: Callable[[Any, str | None, str | None], Any] | None = None
 
 
 # Figure id -> module that defines it (imported lazily: deep models are heavy).
@@ -59,6 +63,8 @@ _MODULES = {
     "moments-fresh": "madjax.figures.theory",
 }
 FIGURE_IDS = tuple(_MODULES)
+# The figures of deep models on images: those ``reproduce --data`` applies to.
+IMAGE_FIGURES = tuple(f for f, m in _MODULES.items() if m in ("madjax.figures.ddpm", "madjax.figures.wgan"))
 
 
 def get_figure(fig_id: str, param: str = "figure") -> Figure:
@@ -79,17 +85,55 @@ def _expand(figures: list[str]) -> list[str]:
 
 
 def reproduce(figures, *, preset: str = "quick", out: str, dry_run: bool = False, seed: int = 0,
-              progress: bool = True) -> None:
+              progress: bool = True, data: str | None = None, data_dir: str | None = None) -> None:
     """Run figures' presets into ``out`` and draw them (``DIR/FIG.png``, ``DIR/FIG.pdf``).
 
     Everything is validated (ids, preset, seed, output directory,
-    configurations) before the first figure starts.
+    configurations, and -- unless ``dry_run`` -- the image data files) before
+    the first figure starts.
+
+    Args:
+      figures: figure ids (:data:`FIGURE_IDS`) or ``"all"``.
+      preset: ``"smoke"``, ``"quick"`` or ``"paper"``.
+      out: output directory.
+      dry_run: validate and report each figure without running it.
+      seed: integer seed in [0, 2³² − 1].
+      progress: progress bars and stage lines.
+      data: image data of the image figures (:data:`IMAGE_FIGURES`):
+        ``"digits"``, ``"mnist"`` or ``"fashion-mnist"``; None keeps each
+        preset's own (digits for smoke and quick, mnist for paper). With
+        ``"all"`` it applies to the image figures only; naming another
+        figure with it is an error.
+      data_dir: directory of the IDX files of mnist / fashion-mnist (None:
+        ``$MADJAX_DATA`` for mnist, ``/usr/share/datasets/fashion-mnist``
+        for fashion-mnist); same rules as ``data``.
+
+    Raises:
+      ParameterError: naming the parameter (``figure``, ``preset``, ``seed``,
+        ``out``, ``data``, ``data_dir``, or a configuration field).
     """
     check_choice("preset", preset, PRESETS)
     check_seed(seed)
+    if data is not None:
+        from madjax.data import IMAGE_NAMES
+
+        check_choice("data", data, IMAGE_NAMES)
     check_writable("out", out, directory=True)
-    figs = [get_figure(f) for f in _expand(list(figures))]
+    ids = _expand(list(figures))
+    if data is not None or data_dir is not None:
+        others = [f for f in ids if f not in IMAGE_FIGURES]
+        if others and "all" not in figures:
+            raise ParameterError("data" if data is not None else "data_dir",
+                                 f"applies to the image figures ({', '.join(IMAGE_FIGURES)}) only; "
+                                 f"{', '.join(others)} {'draws' if len(others) == 1 else 'draw'} no images")
+    figs = [get_figure(f) for f in ids]
     configs = [fig.get_config(preset) for fig in figs]
+    if data is not None or data_dir is not None:
+        configs = [fig.with_data(config, data, data_dir) if fig.with_data is not None else config
+                   for fig, config in zip(figs, configs)]
+    if not dry_run:
+        for config in configs:
+            _check_data_files(config)
     for fig, config in zip(figs, configs):
         if dry_run:
             print(f"{fig.name} [{preset}]: {fig.dry_run(config)}")
@@ -101,6 +145,15 @@ def reproduce(figures, *, preset: str = "quick", out: str, dry_run: bool = False
         for path in fig.plot(out):
             if progress:
                 print(path)
+
+
+def _check_data_files(config) -> None:
+    """Read (and check) the image files a figure's configuration needs: a bad directory fails before any work."""
+    from madjax.data import IMAGE_NAMES, load_images
+
+    data = getattr(config, "data", None)
+    if isinstance(data, str) and data in IMAGE_NAMES:
+        load_images(data, getattr(config, "data_dir", None))
 
 
 def plot(fig_id: str | None, source: str) -> list:

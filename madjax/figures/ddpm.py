@@ -3,7 +3,8 @@
 The paper (App. A; §3–5, App. C.3, H.1) trains a conditional MNIST DDPM with
 T = 500 diffusion steps and classifier-free guidance (10 % label dropout),
 sampling bias λ = 1/(1 + w), and scores each generation's synthetic images
-by FID, precision and recall on LeNet features:
+by FID, precision and recall on LeNet features (here: LeNet-FID, the Fréchet
+distance in the features of madjax's own LeNet -- not Inception FID):
 
 * **Fig. 4 / Fig. 14** -- fully synthetic loop, n_r¹ = n_s^t = 60k, λ = 1 and
   λ < 1 (Fig. 14: more generations and more λ). Claim: λ = 1 -- FID up,
@@ -25,7 +26,8 @@ Figures that draw the same loops share their runs (``DIR/<family>/<tag>/``,
 ``DIR/ddpm-synthetic-augmentation-accumulate/lam_<λ>/``, and 9-ddpm lives in
 ``DIR/ddpm-fresh/n_ini_<n>/``. Each figure writes ``DIR/<fig>.csv`` (columns
 ``loop, accumulate, lam, n_ini, generation, fid, precision, recall,
-n_nonfinite``) and draws ``DIR/<fig>.png`` / ``.pdf`` from the saved runs only.
+n_nonfinite``; ``fid`` is LeNet-FID) and draws ``DIR/<fig>.png`` / ``.pdf``
+from the saved runs only.
 
 **Grids** (:data:`GRIDS`, one entry per figure; the paper does not list its
 λ values beyond λ = 1, 0.8 and the "λ = 0.7 and 0.5" of §3, nor Fig. 9's
@@ -51,6 +53,11 @@ reproducing both trains each run once.
   Fig. 9-ddpm in 11 min (README: the values).
 * ``smoke`` -- tiny network, 50-step chain, 2 generations: every code path
   in seconds (tests).
+
+``madjax reproduce FIG --data fashion-mnist`` (or ``mnist``, ``digits``)
+runs a preset on another image data set: the network's image size follows
+the data, every size of the preset stays
+(:func:`madjax.figures.image_loops.with_data`).
 
 On digits the fresh loop draws its n_r images per generation from the
 1 501-image training split without replacement *within* a draw; draws of
@@ -175,10 +182,11 @@ def _need(runs: list, fig: str, out_dir: str) -> list:
 
 # Figure id -> (headline: what it shows, the paper's figure and setting the preset stands in for).
 _TEXT = {
-    "fig4": (r"Conditional DDPM in the fully synthetic loop: FID, precision and recall vs $t$, "
+    "fig4": (r"Conditional DDPM in the fully synthetic loop: LeNet-FID, precision and recall vs $t$, "
              r"unbiased ($\lambda$ = 1) and biased sampling",
              r"Fig. 4 (MNIST, fully synthetic, $n_{\mathrm{ini}}$ = $n_s$ = 60k, T = 500 diffusion steps)"),
-    "fig14": (r"Conditional DDPM in the fully synthetic loop for several $\lambda$: FID, precision and recall vs $t$",
+    "fig14": (r"Conditional DDPM in the fully synthetic loop for several $\lambda$: LeNet-FID, precision and "
+              r"recall vs $t$",
               r"Fig. 14 (MNIST, fully synthetic, $n_{\mathrm{ini}}$ = $n_s$ = 60k, more generations and $\lambda$)"),
     "fig8": (r"Conditional DDPM in the synthetic augmentation loop (real data plus samples of $\mathcal{G}^{t-1}$)",
              "Fig. 8 (MNIST, 60k real + 60k synthetic per generation)"),
@@ -186,7 +194,7 @@ _TEXT = {
               r"earlier generation)", "Fig. 28 (MNIST, 60k real + (t − 1)·60k synthetic)"),
     "fig29": ("Synthetic augmentation: samples of the last generation only vs of all earlier generations",
               "Fig. 29 (the runs of Figs 8 and 28, MNIST)"),
-    "fig9-ddpm": (r"Conditional DDPM in the fresh data loop: FID, precision and recall vs $t$ for several "
+    "fig9-ddpm": (r"Conditional DDPM in the fresh data loop: LeNet-FID, precision and recall vs $t$ for several "
                   r"$n_{\mathrm{ini}}$", "Fig. 9, right (MNIST, $n_r$ = $n_s$ = 2000)"),
 }
 
@@ -250,7 +258,7 @@ def _figure(fig: str) -> Figure:
     def run(config, out_dir: str, *, seed: int = 0, progress: bool = True) -> None:
         IL.run_figure(config, out_dir, seed=seed, progress=progress)
 
-    return Figure(fig, lambda preset: get_config(fig, preset), run, IL.dry_run, _PLOTS[fig])
+    return Figure(fig, lambda preset: get_config(fig, preset), run, IL.dry_run, _PLOTS[fig], IL.with_data)
 
 
 FIGURES = {fig: _figure(fig) for fig in ("fig4", "fig14", "fig8", "fig28", "fig29", "fig9-ddpm")}

@@ -15,13 +15,20 @@ conditional DDPM) and ``checkpoints/``, so
 
 Each family also stores ``real_baseline.json``: the metrics of ``n_eval``
 real *training* images against the same test-split reference -- the floor a
-perfect model would reach (FID > 0 and precision/recall < 1 from finite
+perfect model would reach (LeNet-FID > 0 and precision/recall < 1 from finite
 samples alone), drawn as a dotted line in the plots.
 
-Metrics (:func:`madjax.deep.runner.image_evaluation`): FID, precision and
-recall (k = 5) on the penultimate-layer features of a LeNet trained on the
-same data's training split, against its held-out test split (296 digits, or
-the 10 000 MNIST test images).
+Metrics (:func:`madjax.deep.runner.image_evaluation`): LeNet-FID, precision
+and recall (k = 5) on the penultimate-layer features of a LeNet trained on
+the same data's training split, against its held-out test split (296
+digits, or the 10 000 MNIST / Fashion-MNIST test images). LeNet-FID is the
+Fréchet distance in those 84 features, not Inception FID: its values are not
+comparable with published FIDs.
+
+Data: each preset names its own (digits for smoke and quick, MNIST for
+paper); :func:`with_data` (``madjax reproduce --data``) puts a figure on
+another image data set -- ``fashion-mnist`` for real 28×28 images -- with
+the model's image size changed to match and every size of the preset kept.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from madjax.data import IMAGE_NAMES, MNIST_SHAPE, Images, get_source, load_images
+from madjax.data import IDX_NAMES, IMAGE_NAMES, MNIST_SHAPE, Images, get_source, load_images
 from madjax.deep.loop import DeepLoop, check_resumable, read_metrics, run_loop
 from madjax.figures.samples import image_grid
 from madjax.io import read_json, read_npz, write_json
@@ -49,10 +56,11 @@ from madjax.figures.style import caption, finish, save, setting
 from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_seed
 
 # Image size of each data set, known without reading any file (dry runs).
-DATA_SHAPES = {"digits": (8, 8), "mnist": MNIST_SHAPE}
+DATA_SHAPES = {"digits": (8, 8), "mnist": MNIST_SHAPE, "fashion-mnist": MNIST_SHAPE}
 DIGITS_TRAIN = 1501  # the fixed digits training split (madjax.data)
 METRICS = ("fid", "precision", "recall")
-LABELS = {"fid": "FID (LeNet features)", "precision": "precision (quality)", "recall": "recall (diversity)"}
+# Axis titles. "fid" is the Fréchet distance in LeNet features (LeNet-FID), not Inception FID.
+LABELS = {"fid": "LeNet-FID", "precision": "precision (quality)", "recall": "recall (diversity)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,12 +97,14 @@ class ImageLoopConfig:
       preset: the preset's name (recorded with each run).
       model: ``"ddpm"`` or ``"wgan"``.
       model_config: its ``DDPMConfig`` / ``WGANConfig`` (image size of ``data``).
-      data: ``"digits"`` or ``"mnist"`` (MNIST from ``data_dir`` or ``$MADJAX_DATA``).
+      data: ``"digits"``, ``"mnist"`` (from ``data_dir`` or ``$MADJAX_DATA``)
+        or ``"fashion-mnist"`` (from ``data_dir`` or
+        ``/usr/share/datasets/fashion-mnist``).
       generations: T of every run.
       runs: the runs, in plotting order.
       n_eval: model samples scored (and saved) per generation; None: as many
         as the test split holds.
-      data_dir: MNIST directory (None: ``$MADJAX_DATA``).
+      data_dir: directory of the IDX files (None: the data set's default).
 
     Raises:
       ParameterError: naming the field; checked in ``__post_init__`` from the
@@ -140,6 +150,35 @@ class ImageLoopConfig:
                 "lam": run.lam, "seed": seed, "loop": dataclasses.asdict(run.loop),
                 self.model: dataclasses.asdict(self.model_config), "n_eval": self.n_eval,
                 "generations": self.generations}
+
+
+def with_data(config: ImageLoopConfig, data: str | None = None, data_dir=None) -> ImageLoopConfig:
+    """``config`` on the image data set ``data`` (``madjax reproduce --data``).
+
+    The model's ``image_shape`` becomes the data's; every size, grid and
+    schedule of the preset stays, so a preset whose real draws exceed the new
+    data's training split is an error (the paper sizes need 60 000 images).
+
+    Args:
+      config: a figure's configuration.
+      data: ``"digits"``, ``"mnist"`` or ``"fashion-mnist"``; None keeps the
+        preset's.
+      data_dir: directory of the IDX files (mnist, fashion-mnist); None: the
+        data set's default.
+
+    Raises:
+      ParameterError: naming ``data``, ``data_dir`` (given for digits, which
+        has no files) or the size that does not fit -- from the
+        configuration alone: no file is read.
+    """
+    data = config.data if data is None else data
+    check_choice("data", data, IMAGE_NAMES)
+    if data_dir is not None and data not in IDX_NAMES:
+        raise ParameterError("data_dir", f"{data} is bundled with scikit-learn and has no files: data_dir applies "
+                                         f"to {' and '.join(IDX_NAMES)}")
+    model_config = dataclasses.replace(config.model_config, image_shape=DATA_SHAPES[data])
+    return dataclasses.replace(config, data=data, model_config=model_config,
+                               data_dir=None if data_dir is None else os.fspath(data_dir))
 
 
 def build_model(config: ImageLoopConfig, progress: bool):
@@ -268,8 +307,8 @@ def dry_run(config: ImageLoopConfig) -> str:
     images: the compiled program is the configured one (network, loss,
     optimiser, every shape but the batch axis), while running it costs
     seconds even where one paper-size step on a CPU would take minutes. Where
-    the data is MNIST and its files are missing, the report says so (one
-    clause of the same line): a real run needs them.
+    the data is MNIST or Fashion-MNIST and its files are missing, the report
+    says so (one clause of the same line): a real run needs them.
     """
     cfg = config.model_config
     entry = MODELS[config.model]
@@ -302,13 +341,13 @@ def dry_run(config: ImageLoopConfig) -> str:
 def _data_note(config: ImageLoopConfig) -> str:
     if config.data == "digits":
         return "data: digits (bundled with scikit-learn)"
-    if config.data_dir is None and not os.environ.get("MADJAX_DATA"):
+    if config.data == "mnist" and config.data_dir is None and not os.environ.get("MADJAX_DATA"):
         return "data: MNIST files not found (MADJAX_DATA is not set) -- a real run needs them"
     try:
-        load_images("mnist", config.data_dir)
+        load_images(config.data, config.data_dir)
     except ParameterError as err:
-        return f"data: MNIST files not usable ({err.message}) -- a real run needs them"
-    return "data: MNIST files found"
+        return f"data: {config.data} files not usable ({err.message}) -- a real run needs them"
+    return f"data: {config.data} files found"
 
 
 # ----------------------------------------------------------------------------- plots
@@ -326,7 +365,7 @@ def caption_for(runs: list, paper: str) -> str:
 
 
 def plot_curves(axes, series, *, baseline_metrics=None, metrics=METRICS) -> None:
-    """FID / precision / recall vs generation, one line per ``(label, rows, style, color)``."""
+    """LeNet-FID / precision / recall vs generation, one line per ``(label, rows, style, color)``."""
     for ax, name in zip(axes, metrics):
         for label, rows, style, color in series:
             gens = [r["generation"] for r in rows]
@@ -351,7 +390,7 @@ def draw_grid(ax, x: np.ndarray, y: np.ndarray | None, title: str, per_row: int 
 
 def metrics_and_samples_figure(out_dir: str, name: str, title: str, runs: list, *, label, paper: str,
                                baseline_metrics=None, sample_generations=None) -> list[str]:
-    """The standard layout: FID / precision / recall curves above a row of sample grids per run.
+    """The standard layout: LeNet-FID / precision / recall curves above a row of sample grids per run.
 
     Args:
       title: the headline (what the figure shows).

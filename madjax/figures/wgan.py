@@ -17,8 +17,11 @@ Presets (network and schedule: ``WGAN_CONFIGS[preset]`` of
 
 Data under ``DIR``: the run in ``DIR/wgan-fully-synthetic/lam_1/``
 (:mod:`madjax.figures.image_loops`), ``DIR/fig13.csv`` and
-``DIR/fig13.png`` / ``.pdf`` (FID / precision / recall vs t and sample grids
-of a few generations) drawn from it only.
+``DIR/fig13.png`` / ``.pdf`` (LeNet-FID / precision / recall vs t and sample
+grids of a few generations) drawn from it only. LeNet-FID is the Fréchet
+distance in the features of madjax's own LeNet, not Inception FID.
+``madjax reproduce fig13 --data fashion-mnist`` runs a preset on other
+images (:func:`madjax.figures.image_loops.with_data`).
 """
 
 from __future__ import annotations
@@ -71,11 +74,11 @@ def plot(out_dir: str) -> list[str]:
         return sorted({1, max(1, round(last / 3)), max(1, round(2 * last / 3)), last})
 
     lam = setting("lam", runs[0]["lam"])
-    title = f"WGAN-GP in the fully synthetic loop ({lam}): FID, precision and recall vs generation $t$"
+    title = f"WGAN-GP in the fully synthetic loop ({lam}): LeNet-FID, precision and recall vs generation $t$"
     return IL.metrics_and_samples_figure(out_dir, NAME, title, runs, label=lambda r: setting("lam", r["lam"]),
                                          paper="Fig. 13 (MNIST, fully synthetic, $n_{\\mathrm{ini}}$ = $n_s$ = 60k, "
                                                "$\\lambda$ = 1, 100 generations)",
                                          baseline_metrics=IL.baseline(out_dir, FAMILY), sample_generations=spread)
 
 
-FIGURES = {NAME: Figure(NAME, get_config, run, IL.dry_run, plot)}
+FIGURES = {NAME: Figure(NAME, get_config, run, IL.dry_run, plot, IL.with_data)}
