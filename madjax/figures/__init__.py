@@ -148,12 +148,11 @@ def reproduce(figures, *, preset: str = "quick", out: str, dry_run: bool = False
 
 
 def _check_data_files(config) -> None:
-    """Read (and check) the image files a figure's configuration needs: a bad directory fails before any work."""
-    from madjax.data import IMAGE_NAMES, load_images
-
-    data = getattr(config, "data", None)
-    if isinstance(data, str) and data in IMAGE_NAMES:
-        load_images(data, getattr(config, "data_dir", None))
+    """Read and check the data files a figure's configuration needs (its ``check_files()``, where it has one):
+    a bad directory or a size the data cannot supply fails before any work."""
+    check = getattr(config, "check_files", None)
+    if callable(check):
+        check()
 
 
 def plot(fig_id: str | None, source: str) -> list:

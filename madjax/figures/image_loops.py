@@ -144,6 +144,20 @@ class ImageLoopConfig:
                         raise ParameterError(name, f"must be <= {DIGITS_TRAIN} (the digits training split), "
                                                    f"got {getattr(run.loop, name)}")
 
+    def check_files(self) -> None:
+        """Read and check the data files, and every run's real draws against the training split.
+
+        What :func:`madjax.figures.reproduce` calls for every figure before
+        the first one starts (a dry run skips it: it needs no file).
+
+        Raises:
+          ParameterError: naming ``data_dir`` (missing or malformed files) or
+            ``n_ini`` / ``n_real`` (more real images than the split holds).
+        """
+        load_images(self.data, self.data_dir)
+        for run in self.runs:
+            check_real_sizes(run.loop, self.data, self.data_dir)
+
     def record(self, run: LoopRun, seed: int) -> dict:
         """The run's JSON configuration: everything that sets its numbers, and no figure name."""
         return {"family": run.family, "model": self.model, "preset": self.preset, "data": self.data,
