@@ -97,6 +97,16 @@ class LoopModel(NamedTuple):
       describing generation ``t``'s fitted model (the executor stacks them
       to ``(chains, T)``); ``w2`` is the model's distance to P_r, from which
       WD and n_e are computed.
+
+    The loop operators use three more functions, None where a model has no such
+    operator (its spec's ``check_loop`` refuses the operator):
+
+    * ``subsample(key, D, n) -> D``: a uniform subsample of n of D's points,
+      without replacement (accumulate-subsample);
+    * ``mix(D_real, D_syn, w) -> D'``: the training set that weighs the real
+      points by w and the synthetic ones by 1 − w (weighted mixing; ``fit`` takes ``D'``);
+    * ``tilt(P, λ, β) -> P'``: parameters whose ``sample(key, P', n, 1)`` draws
+      from the λ-sampler tilted by ``exp(−β‖x − μ₀‖²/2)`` (curation).
     """
 
     init: InitFn
@@ -110,15 +120,18 @@ class LoopModel(NamedTuple):
     size: Any
     confine: Any
     diagnose: Any
+    subsample: Any = None
+    mix: Any = None
+    tilt: Any = None
 
 
 class ModelSpec(Protocol):
     """Static, hashable description of a jittable model (a frozen dataclass).
 
-    ``build()`` returns its :class:`LoopModel`; ``check_loop(kind, memory,
-    accumulate)`` raises :class:`~madjax.validation.ParameterError` naming the
-    option when the model cannot run that loop variant; ``dim`` and ``dtype``
-    describe its data.
+    ``build()`` returns its :class:`LoopModel`; ``check_loop(loop)`` (a
+    :class:`~madjax.loops.LoopSpec`) raises :class:`~madjax.validation.ParameterError`
+    naming the option when the model cannot run that loop variant or operator;
+    ``dim`` and ``dtype`` describe its data.
     """
 
     dim: int
@@ -126,4 +139,4 @@ class ModelSpec(Protocol):
 
     def build(self) -> LoopModel: ...
 
-    def check_loop(self, kind: str, memory: int, accumulate: bool) -> None: ...
+    def check_loop(self, loop) -> None: ...

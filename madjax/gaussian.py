@@ -71,7 +71,7 @@ most ``min(n − 1, r)``; the union of groups of points spans at most
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +79,8 @@ import numpy as np
 from jax.scipy.linalg import eigh_tridiagonal
 
 from madjax.base import Array, LoopModel
+from madjax.points import PointSet
+from madjax.points import subsample as point_subsample
 from madjax.validation import ParameterError, check_choice, check_int
 
 
@@ -293,19 +295,85 @@ def symmetric_eigvals(cov: Array, jitter: Array) -> Array:
     return eigh_tridiagonal(diag, off, eigvals_only=True) * s
 
 
-def standard_normal_params(dim: int, dtype) -> GaussianParams:
-    """The reference distribution ``P_r = N(0, I_d)``."""
-    eye = jnp.eye(dim, dtype=dtype)
-    return GaussianParams(
-        mean=jnp.zeros((dim,), dtype), cov=eye, eigvals=jnp.ones((dim,), dtype), sqrt=eye,
-        rank=jnp.asarray(dim, jnp.int32), jitter=jnp.int32(0),
-    )
+def standard_normal_params(dim: int, dtype, spectrum: tuple = ()) -> GaussianParams:
+    """The reference distribution ``P_r = N(0, I_d)``, or ``N(0, diag(spectrum))`` (ascending)."""
+    if not spectrum:
+        eye = jnp.eye(dim, dtype=dtype)
+        return GaussianParams(
+            mean=jnp.zeros((dim,), dtype), cov=eye, eigvals=jnp.ones((dim,), dtype), sqrt=eye,
+            rank=jnp.asarray(dim, jnp.int32), jitter=jnp.int32(0),
+        )
+    s = jnp.asarray(spectrum, dtype)
+    return GaussianParams(mean=jnp.zeros((dim,), dtype), cov=jnp.diag(s), eigvals=s, sqrt=jnp.diag(jnp.sqrt(s)),
+                          rank=jnp.asarray(dim, jnp.int32), jitter=jnp.int32(0))
 
 
-def fit_moments(n: Array, mean: Array, scatter: Array, rank: Array, factor: str = "eigh") -> GaussianParams:
-    """Eq. (1): μ̂ = x̄, Σ̂ = scatter / (n − 1) (requires n ≥ 2)."""
-    denom = jnp.maximum(n - 1, 1).astype(scatter.dtype)
-    return params_from_moments(mean, scatter / denom, rank, factor)
+ESTIMATORS = ("unbiased", "mle", "known-cov")
+"""Eq. (1)'s unbiased covariance ``scatter/(n − 1)``; the maximum-likelihood ``scatter/n``
+(ddof = 0, the peers' choice); or the mean alone with Σ fixed at the reference's Σ₀
+(the known-covariance model of Dey & Donoho 2024)."""
+
+
+def covariance_denominator(n: Array, estimator: str, dtype) -> Array:
+    """``n − 1`` (unbiased) or ``n`` (mle), at least 1."""
+    return jnp.maximum(n - 1 if estimator == "unbiased" else n, 1).astype(dtype)
+
+
+def fit_moments(n: Array, mean: Array, scatter: Array, rank: Array, factor: str = "eigh",
+                estimator: str = "unbiased", spectrum: tuple = ()) -> GaussianParams:
+    """Eq. (1): μ̂ = x̄, Σ̂ = scatter / (n − 1) (requires n ≥ 2); ``scatter / n`` for the
+    MLE; Σ̂ = Σ₀ (the reference's) for the known-covariance model."""
+    if estimator == "known-cov":
+        return standard_normal_params(mean.shape[-1], mean.dtype, spectrum)._replace(mean=mean)
+    return params_from_moments(mean, scatter / covariance_denominator(n, estimator, scatter.dtype), rank, factor)
+
+
+class Weighted(NamedTuple):
+    """A training set whose real points weigh w and synthetic points 1 − w (weighted mixing).
+
+    The fit is the moment fit of the weighted empirical measure
+    ``w P̂_real + (1 − w) P̂_syn`` with each part's covariance by the estimator:
+    ``μ̂ = w x̄_r + (1 − w) x̄_s``,
+    ``Σ̂ = w Σ̂_r + (1 − w) Σ̂_s + w (1 − w)(x̄_r − x̄_s)(x̄_r − x̄_s)ᵀ``
+    (He, Xu & Cheng 2026). An empty part gives the whole weight to the other.
+    """
+
+    real: Any
+    synthetic: Any
+    weight: Array
+
+
+def weighted_moments(parts, weight: Array, estimator: str, dim: int):
+    """``(mean, cov, rank)`` of a :class:`Weighted` set from its parts' ``(n, mean, scatter, rank)``."""
+    (n_r, m_r, s_r, r_r), (n_s, m_s, s_s, r_s) = parts
+    dtype = m_r.dtype
+    w = jnp.where(n_s == 0, 1.0, jnp.where(n_r == 0, 0.0, weight)).astype(dtype)
+    c_r = s_r / covariance_denominator(n_r, estimator, dtype)
+    c_s = s_s / covariance_denominator(n_s, estimator, dtype)
+    delta = m_r - m_s
+    mean = w * m_r + (1 - w) * m_s
+    cov = w * c_r + (1 - w) * c_s + w * (1 - w) * jnp.outer(delta, delta)
+    rank = jnp.where(w >= 1, r_r, jnp.where(w <= 0, r_s, union_rank(jnp.stack([r_r, r_s]), dim)))
+    return mean, cov, rank.astype(jnp.int32)
+
+
+def tilt_params(params: GaussianParams, lam: Array, beta: Array) -> GaussianParams:
+    """The λ-sampler ``N(μ, λΣ)`` tilted by ``exp(−β‖x‖²/2)`` (curation; Ferbach et al. 2024).
+
+    The density ``∝ N(x; μ, λΣ) exp(−β‖x‖²/2)`` is Gaussian with
+    ``Σ' = λΣ (I + βλΣ)⁻¹`` and ``μ' = (I − βΣ') μ`` (the reward's maximiser is
+    the reference mean, 0). With ``L Lᵀ = λΣ`` and ``C Cᵀ = I + β LᵀL``
+    (Cholesky), ``L' = L C⁻ᵀ`` is a square root of Σ' (also for singular Σ, whose
+    support the tilt keeps). ``sample(key, tilted, n, 1)`` draws from it.
+    """
+    dtype = params.mean.dtype
+    root = jnp.sqrt(jnp.asarray(lam, dtype)) * params.sqrt
+    dim = root.shape[-1]
+    c = jnp.linalg.cholesky(jnp.eye(dim, dtype=dtype) + jnp.asarray(beta, dtype) * (root.T @ root))
+    tilted = jax.scipy.linalg.solve_triangular(c, root.T, lower=True).T  # L C⁻ᵀ
+    cov = tilted @ tilted.T
+    mean = params.mean - jnp.asarray(beta, dtype) * (cov @ params.mean)
+    return params._replace(mean=mean, cov=cov, sqrt=tilted, eigvals=jnp.full_like(params.eigvals, jnp.nan))
 
 
 def bartlett_factor(key: Array, df: Array, dim: int, dtype) -> Array:
@@ -336,12 +404,16 @@ def bartlett_factor(key: Array, df: Array, dim: int, dtype) -> Array:
     return jnp.where(idx[None, :] < df, a, jnp.zeros_like(a))
 
 
-def sample_reference_stats(key: Array, n: Array, dim: int, dtype) -> Stats:
-    """Exact statistics of n points from ``P_r = N(0, I_d)``: x̄ ~ N(0, I/n), scatter = A Aᵀ."""
+def sample_reference_stats(key: Array, n: Array, dim: int, dtype, spectrum: tuple = ()) -> Stats:
+    """Exact statistics of n points from ``P_r = N(0, D²)``, ``D = diag(sqrt(spectrum))`` (I by default):
+    x̄ ~ N(0, D²/n), scatter = D A Aᵀ D."""
     n = jnp.asarray(n, jnp.int32)
     k_mean, k_scatter = jax.random.split(key)
     a = bartlett_factor(k_scatter, n - 1, dim, dtype)
     z = jax.random.normal(k_mean, (dim,), dtype)
+    if spectrum:
+        d_half = jnp.sqrt(jnp.asarray(spectrum, dtype))
+        a, z = d_half[:, None] * a, d_half * z
     mean = jnp.where(n > 0, z / jnp.sqrt(jnp.maximum(n, 1).astype(dtype)), 0.0)
     return Stats(n=n, mean=mean, scatter=a @ a.T, rank=jnp.minimum(n - 1, dim))
 
@@ -405,19 +477,20 @@ def _confine(data, first):
     return data._replace(rank=jnp.minimum(data.rank, first.rank))
 
 
-def diagnose_every(params, t, factor: str = "eigh", w2_every: int = 1) -> Diagnostics:
+def diagnose_every(params, t, factor: str = "eigh", w2_every: int = 1, spectrum: tuple = ()) -> Diagnostics:
     """Generation ``t``'s :class:`Diagnostics`; the spectral ones only on t = 1, 1 + k, 1 + 2k, …
     (``k = w2_every``), NaN on the others."""
     moments = diagnose_moments(params, factor)
     if w2_every == 1:
-        return add_spectrum(moments, params, factor)
+        return add_spectrum(moments, params, factor, spectrum)
     # t is the scan's own counter, shared by all chains: under vmap this stays a
     # real branch, so skipped generations skip the eigen-solve.
     return jax.lax.cond(jnp.mod(t - 1, w2_every) == 0,
-                        lambda: add_spectrum(moments, params, factor), lambda: moments)
+                        lambda: add_spectrum(moments, params, factor, spectrum), lambda: moments)
 
 
-def _loop_model(*, init, fit, sample, sample_real, concat, empty, append, size, factor, w2_every) -> LoopModel:
+def _loop_model(*, init, fit, sample, sample_real, concat, empty, append, size, factor, w2_every, spectrum=(),
+                mix=None, subsample=None, tilt=None) -> LoopModel:
     """The :class:`~madjax.base.LoopModel` of a Gaussian engine: ``fit`` returns ``(params, ())``
     (the moment estimator has nothing to report), diagnostics by :func:`diagnose_every`."""
 
@@ -426,14 +499,15 @@ def _loop_model(*, init, fit, sample, sample_real, concat, empty, append, size, 
 
     def diagnose(key, params, info, t):
         del key, info
-        return diagnose_every(params, t, factor, w2_every)
+        return diagnose_every(params, t, factor, w2_every, spectrum)
 
     return LoopModel(init=init, fit=fit_info, sample=sample, sample_real=sample_real,
                      sample_mixture=mixture_by_counts(sample, concat), concat=concat, empty=empty, append=append,
-                     size=size, confine=_confine, diagnose=diagnose)
+                     size=size, confine=_confine, diagnose=diagnose, subsample=subsample, mix=mix, tilt=tilt)
 
 
-def gaussian_exact(dim: int, dtype="float32", factor: str = "eigh", w2_every: int = 1) -> LoopModel:
+def gaussian_exact(dim: int, dtype="float32", factor: str = "eigh", w2_every: int = 1,
+                   estimator: str = "unbiased", spectrum: tuple = ()) -> LoopModel:
     """The exact sufficient-statistic engine (DESIGN §2). ``Dataset`` = :class:`Stats`.
 
     Example:
@@ -449,11 +523,15 @@ def gaussian_exact(dim: int, dtype="float32", factor: str = "eigh", w2_every: in
 
     def init(key):
         del key
-        return standard_normal_params(dim, dtype)
+        return standard_normal_params(dim, dtype, spectrum)
 
-    def fit(key, params, data: Stats) -> GaussianParams:
+    def fit(key, params, data) -> GaussianParams:
         del key, params  # the moment estimator is deterministic and needs no warm start
-        return fit_moments(data.n, data.mean, data.scatter, data.rank, factor)
+        if isinstance(data, Weighted):
+            mean, cov, rank = weighted_moments([(p.n, p.mean, p.scatter, p.rank) for p in data[:2]], data.weight,
+                                               estimator, dim)
+            return _fit_weighted(mean, cov, rank, factor, estimator, spectrum)
+        return fit_moments(data.n, data.mean, data.scatter, data.rank, factor, estimator, spectrum)
 
     def concat(*parts: Stats) -> Stats:
         return pool_stats(jax.tree.map(lambda *xs: jnp.stack(xs), *parts))
@@ -463,14 +541,21 @@ def gaussian_exact(dim: int, dtype="float32", factor: str = "eigh", w2_every: in
         return Stats(jnp.int32(0), jnp.zeros((dim,), dtype), jnp.zeros((dim, dim), dtype), jnp.int32(-1))
 
     def sample_real(key, n) -> Stats:
-        return sample_reference_stats(key, n, dim, dtype)
+        return sample_reference_stats(key, n, dim, dtype, spectrum)
 
     return _loop_model(init=init, fit=fit, sample=sample_stats, sample_real=sample_real, concat=concat,
-                       empty=empty, append=concat, size=lambda data: data.n, factor=factor, w2_every=w2_every)
+                       empty=empty, append=concat, size=lambda data: data.n, factor=factor, w2_every=w2_every,
+                       spectrum=spectrum, mix=Weighted, tilt=tilt_params)
+
+
+def _fit_weighted(mean, cov, rank, factor, estimator, spectrum) -> GaussianParams:
+    if estimator == "known-cov":
+        return standard_normal_params(mean.shape[-1], mean.dtype, spectrum)._replace(mean=mean)
+    return params_from_moments(mean, cov, rank, factor)
 
 
 def gaussian_sampled(dim: int, max_points: int, dtype="float32", factor: str = "eigh",
-                     w2_every: int = 1) -> LoopModel:
+                     w2_every: int = 1, estimator: str = "unbiased", spectrum: tuple = ()) -> LoopModel:
     """The sample-based engine: draw the points, fit them by Eq. (1).
 
     Every draw fills a buffer of ``max_points`` rows (static) of which the
@@ -480,7 +565,14 @@ def gaussian_sampled(dim: int, max_points: int, dtype="float32", factor: str = "
 
     def init(key):
         del key
-        return standard_normal_params(dim, dtype)
+        return standard_normal_params(dim, dtype, spectrum)
+
+    def moments(data: Points):
+        w = data.mask.astype(dtype)
+        n = jnp.sum(data.mask).astype(jnp.int32)
+        mean = (w @ data.x) / jnp.maximum(n, 1).astype(dtype)
+        centred = (data.x - mean) * w[:, None]  # two-pass: centre first
+        return n, mean, centred.T @ centred, data.rank
 
     def sample(key, params: GaussianParams, n, lam) -> Points:
         n = jnp.asarray(n, jnp.int32)
@@ -489,13 +581,16 @@ def gaussian_sampled(dim: int, max_points: int, dtype="float32", factor: str = "
         mask = jnp.arange(max_points) < n
         return Points(x=x, mask=mask, rank=jnp.minimum(n - 1, params.rank))
 
-    def fit(key, params, data: Points) -> GaussianParams:
+    def fit(key, params, data) -> GaussianParams:
         del key, params
-        w = data.mask.astype(dtype)
-        n = jnp.sum(data.mask).astype(jnp.int32)
-        mean = (w @ data.x) / jnp.maximum(n, 1).astype(dtype)
-        centred = (data.x - mean) * w[:, None]  # two-pass: centre first
-        return fit_moments(n, mean, centred.T @ centred, data.rank, factor)
+        if isinstance(data, Weighted):
+            mean, cov, rank = weighted_moments([moments(p) for p in data[:2]], data.weight, estimator, dim)
+            return _fit_weighted(mean, cov, rank, factor, estimator, spectrum)
+        return fit_moments(*moments(data), factor, estimator, spectrum)
+
+    def subsample(key, data: Points, n) -> Points:
+        mask = point_subsample(key, PointSet(data.x, data.mask), n).mask
+        return Points(data.x, mask, jnp.minimum(jnp.sum(mask).astype(jnp.int32) - 1, data.rank))
 
     def concat(*parts: Points) -> Points:
         ranks = jnp.stack([p.rank for p in parts])
@@ -518,11 +613,14 @@ def gaussian_sampled(dim: int, max_points: int, dtype="float32", factor: str = "
         return Points(x=x, mask=mask, rank=union_rank(jnp.stack([pool.rank, new.rank]), dim))
 
     def sample_real(key, n) -> Points:
-        return sample(key, standard_normal_params(dim, dtype), n, 1.0)
+        return sample(key, standard_normal_params(dim, dtype, spectrum), n, 1.0)
 
     return _loop_model(init=init, fit=fit, sample=sample, sample_real=sample_real, concat=concat, empty=empty,
                        append=append, size=lambda data: jnp.sum(data.mask).astype(jnp.int32), factor=factor,
-                       w2_every=w2_every)
+                       w2_every=w2_every, spectrum=spectrum, mix=Weighted, subsample=subsample, tilt=tilt_params)
+
+
+
 
 
 def _kahan_add(total: Array, err: Array, x: Array) -> tuple[Array, Array]:
@@ -543,7 +641,8 @@ def _normalised(prod: Array) -> tuple[Array, Array]:
     return prod / m, jnp.log(m)
 
 
-def gaussian_factored(dim: int, dtype="float32", w2_every: int = 1) -> LoopModel:
+def gaussian_factored(dim: int, dtype="float32", w2_every: int = 1, estimator: str = "unbiased",
+                      spectrum: tuple = ()) -> LoopModel:
     """The exact engine in square-root form, for the fully synthetic loop (module docstring).
 
     ``Dataset`` = :class:`FactoredStats`, params = :class:`FactoredGaussian`.
@@ -570,8 +669,12 @@ def gaussian_factored(dim: int, dtype="float32", w2_every: int = 1) -> LoopModel
     def init(key) -> FactoredGaussian:
         del key
         zeros = jnp.zeros((dim,), dtype)
-        return FactoredGaussian(zeros, jnp.eye(dim, dtype=dtype), jnp.zeros((), dtype), zeros, zeros,
-                                jnp.int32(dim))
+        if not spectrum:
+            return FactoredGaussian(zeros, jnp.eye(dim, dtype=dtype), jnp.zeros((), dtype), zeros, zeros,
+                                    jnp.int32(dim))
+        half_log = 0.5 * jnp.log(jnp.asarray(spectrum, dtype))  # S = diag(sqrt(s)) = exp(max half_log) · root
+        top = jnp.max(half_log)
+        return FactoredGaussian(zeros, jnp.diag(jnp.exp(half_log - top)), top, half_log, zeros, jnp.int32(dim))
 
     def sample(key, params: FactoredGaussian, n, lam) -> FactoredStats:
         n = jnp.asarray(n, jnp.int32)
@@ -590,7 +693,7 @@ def gaussian_factored(dim: int, dtype="float32", w2_every: int = 1) -> LoopModel
 
     def fit(key, params, data: FactoredStats) -> FactoredGaussian:
         del key, params  # Eq. (1) is deterministic
-        half_log_df = 0.5 * jnp.log(jnp.maximum(data.n - 1, 1).astype(dtype))
+        half_log_df = 0.5 * jnp.log(covariance_denominator(data.n, estimator, dtype))
         log_diag, err = _kahan_add(data.log_diag, data.log_diag_err, -half_log_df)
         return FactoredGaussian(mean=data.mean, root=data.root, log_scale=data.log_scale - half_log_df,
                                 log_diag=log_diag, log_diag_err=err, rank=data.rank)
@@ -606,7 +709,8 @@ def gaussian_factored(dim: int, dtype="float32", w2_every: int = 1) -> LoopModel
         return FactoredStats(jnp.int32(0), *init(None)[:-1], jnp.int32(-1))
 
     return _loop_model(init=init, fit=fit, sample=sample, sample_real=sample_real, concat=concat, empty=empty,
-                       append=concat, size=lambda data: data.n, factor="factored", w2_every=w2_every)
+                       append=concat, size=lambda data: data.n, factor="factored", w2_every=w2_every,
+                       spectrum=spectrum)
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -618,8 +722,8 @@ class Diagnostics(NamedTuple):
     All ``()``; in a simulation each becomes ``(chains, T)``. Accuracies: module docstring.
     """
 
-    w2: Array  # W2(G^t, N(0, I))
-    mean_sq_norm: Array  # ‖μ_t‖²
+    w2: Array  # W2(G^t, P_r), P_r = N(0, I) or N(0, diag(spectrum))
+    mean_sq_norm: Array  # ‖μ_t − μ₀‖², μ₀ = 0
     cov_trace: Array  # tr Σ_t
     cov_logdet: Array  # log det Σ_t, −inf where rank < d, NaN where not computable to 0.05 nats
     cov_rank: Array  # analytic rank of Σ_t
@@ -632,8 +736,9 @@ LOGDET_ACCURACY = 0.05
 """Nats: ``cov_logdet`` is recorded where it is known at least this well, NaN elsewhere."""
 
 
-def diagnose(params, factor: str = "eigh") -> Diagnostics:
-    """Distances of the fitted model (not the λ-scaled sampler) to ``N(0, I_d)``.
+def diagnose(params, factor: str = "eigh", spectrum: tuple = ()) -> Diagnostics:
+    """Distances of the fitted model (not the λ-scaled sampler) to ``P_r = N(0, I_d)``
+    (``N(0, diag(spectrum))`` with a spectrum).
 
     :func:`diagnose_moments` completed by :func:`add_spectrum`.
 
@@ -642,14 +747,17 @@ def diagnose(params, factor: str = "eigh") -> Diagnostics:
         :class:`FactoredGaussian` for ``factor="factored"``).
       factor: how ``params`` was fitted (static; see :func:`add_spectrum`).
     """
-    return add_spectrum(diagnose_moments(params, factor), params, factor)
+    return add_spectrum(diagnose_moments(params, factor), params, factor, spectrum)
 
 
-def add_spectrum(moments: Diagnostics, params, factor: str = "eigh") -> Diagnostics:
+def add_spectrum(moments: Diagnostics, params, factor: str = "eigh", spectrum: tuple = ()) -> Diagnostics:
     """``moments`` (from :func:`diagnose_moments`) with the diagnostics that need Σ's spectrum.
 
     ``W2² = ‖μ‖² + Σ_i (sqrt(e_i) − 1)²`` (the Bures formula with the identity),
-    e_i the eigenvalues of Σ clipped at 0. ``log det Σ = Σ_i log e_i`` where the
+    e_i the eigenvalues of Σ clipped at 0. Against ``P_r = N(0, Σ₀)``,
+    ``Σ₀ = D² = diag(spectrum)``: ``W2² = ‖μ‖² + tr Σ + tr Σ₀ − 2 Σ_i sqrt(c_i)``
+    with c_i the eigenvalues of ``D Σ D`` (those of ``Σ₀^{1/2} Σ Σ₀^{1/2}``), one
+    more eigenvalue solve, fed by the first (LAPACK calls stay ordered). ``log det Σ = Σ_i log e_i`` where the
     analytic rank is d and ``−inf`` otherwise. ``underflow`` adds eigenvalues
     lost below the working precision.
 
@@ -668,7 +776,7 @@ def add_spectrum(moments: Diagnostics, params, factor: str = "eigh") -> Diagnost
         ``root rootᵀ`` computed here and an exact log det (:func:`gaussian_factored`).
     """
     if factor == "factored":
-        return _add_factored_spectrum(moments, params)
+        return _add_factored_spectrum(moments, params, spectrum)
     dim = params.mean.shape[-1]
     dtype = params.mean.dtype
     if factor == "eigh":
@@ -676,7 +784,10 @@ def add_spectrum(moments: Diagnostics, params, factor: str = "eigh") -> Diagnost
     else:
         e = _zero_null_space(symmetric_eigvals(params.cov, params.jitter), params.rank)
     e = jnp.maximum(e, 0.0)
-    w2 = jnp.sqrt(moments.mean_sq_norm + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
+    if spectrum:
+        w2 = _w2_to_reference(moments, params.cov, e, spectrum)
+    else:
+        w2 = jnp.sqrt(moments.mean_sq_norm + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
     eps, tiny = jnp.finfo(dtype).eps, jnp.finfo(dtype).tiny
     e_max = jnp.max(e)
     # eigh resolves eigenvalues to about d·eps·max(e): below that a value is zero.
@@ -691,7 +802,19 @@ def add_spectrum(moments: Diagnostics, params, factor: str = "eigh") -> Diagnost
                             underflow=moments.underflow | (numeric_rank < params.rank))
 
 
-def _add_factored_spectrum(moments: Diagnostics, params: FactoredGaussian) -> Diagnostics:
+def _w2_to_reference(moments: Diagnostics, cov: Array, e: Array, spectrum: tuple) -> Array:
+    """``W2(N(μ, Σ), N(0, diag(spectrum)))`` (:func:`add_spectrum`); ``e`` (Σ's eigenvalues) orders the
+    LAPACK call after the one that produced it, and propagates its NaN."""
+    s = jnp.asarray(spectrum, cov.dtype)
+    d_half = jnp.sqrt(s)
+    cross = d_half[:, None] * cov * d_half[None, :]
+    cross = jnp.where(jnp.isnan(jnp.sum(e)), jnp.nan, cross)
+    c = jnp.maximum(symmetric_eigvals(cross, jnp.int32(0)), 0.0)
+    w2_sq = moments.mean_sq_norm + moments.cov_trace + jnp.sum(s) - 2.0 * jnp.sum(jnp.sqrt(c))
+    return jnp.sqrt(jnp.maximum(w2_sq, 0.0))
+
+
+def _add_factored_spectrum(moments: Diagnostics, params: FactoredGaussian, spectrum: tuple = ()) -> Diagnostics:
     """W2 from the eigenvalues of ``root rootᵀ`` (scaled by ``exp(2 log_scale)``); log det exact
     from the summed log-diagonal.
 
@@ -704,7 +827,10 @@ def _add_factored_spectrum(moments: Diagnostics, params: FactoredGaussian) -> Di
     dim = params.mean.shape[-1]
     e = symmetric_eigvals(params.root @ params.root.T, jnp.int32(0))
     e = jnp.maximum(_zero_null_space(e, params.rank), 0.0) * jnp.exp(2.0 * params.log_scale)
-    w2 = jnp.sqrt(moments.mean_sq_norm + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
+    if spectrum:
+        w2 = _w2_to_reference(moments, params.root @ params.root.T * jnp.exp(2.0 * params.log_scale), e, spectrum)
+    else:
+        w2 = jnp.sqrt(moments.mean_sq_norm + jnp.sum((jnp.sqrt(e) - 1.0) ** 2))
     logdet = jnp.where(params.rank >= dim, 2.0 * jnp.sum(params.log_diag), -jnp.inf)
     return moments._replace(w2=w2, cov_logdet=logdet.astype(params.mean.dtype))
 
@@ -736,6 +862,62 @@ def diagnose_moments(params, factor: str = "eigh") -> Diagnostics:
 
 # ----------------------------------------------------------------------------- the model spec
 
+
+def resolve_reference(reference, dim: int) -> tuple:
+    """The spectrum (ascending eigenvalues of Σ₀) of a user's reference ``P_r = N(μ₀, Σ₀)``; ``()`` for N(0, I).
+
+    ``reference`` is ``"identity"``; ``"power:ALPHA"`` (eigenvalues ``k^(−α)``,
+    k = 1 … d, a power-law spectrum); a path to a ``.npy`` or text file holding
+    the ``(d,)`` eigenvalues or the ``(d, d)`` covariance, or a ``.npz`` with
+    ``cov`` (and ``mean``, which no diagnostic depends on: :class:`GaussianSpec`);
+    or such an array. Raises :class:`ParameterError` (``reference``) on anything else.
+    """
+    if reference is None or (isinstance(reference, str) and reference == "identity"):
+        return ()
+    if isinstance(reference, str) and reference.startswith("power:"):
+        try:
+            alpha = float(reference[len("power:"):])
+        except ValueError:
+            raise ParameterError("reference", f"power:ALPHA needs a number, got {reference!r}") from None
+        if not np.isfinite(alpha) or not 0 <= alpha <= 8:
+            raise ParameterError("reference", f"power:ALPHA needs 0 <= ALPHA <= 8, got {alpha:g}")
+        values = np.arange(1, dim + 1, dtype=np.float64) ** -alpha
+    else:
+        values = _read_reference(reference) if isinstance(reference, (str, bytes)) or hasattr(reference, "__fspath__") \
+            else np.asarray(reference, np.float64)
+        if values.shape == (dim, dim):
+            if not np.allclose(values, values.T, rtol=1e-10, atol=1e-12 * np.max(np.abs(values))):
+                raise ParameterError("reference", "the covariance is not symmetric")
+            values = np.linalg.eigvalsh(values)
+        elif values.shape != (dim,):
+            raise ParameterError("reference", f"needs {dim} eigenvalues or a {dim}x{dim} covariance, "
+                                              f"got shape {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ParameterError("reference", "the covariance must be positive definite (eigenvalues > 0)")
+    values = np.sort(values)
+    return () if np.all(values == 1.0) else tuple(float(v) for v in values)
+
+
+def _read_reference(path) -> np.ndarray:
+    import os
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ParameterError("reference", f"{path}: no such file (identity, power:ALPHA or a .npy/.npz/.txt file)")
+    try:
+        if path.endswith(".npz"):
+            with np.load(path) as f:
+                if "cov" not in f:
+                    raise ParameterError("reference", f"{path}: a .npz reference needs an array 'cov'")
+                return np.asarray(f["cov"], np.float64)
+        if path.endswith(".npy"):
+            return np.asarray(np.load(path), np.float64)
+        return np.atleast_1d(np.loadtxt(path, dtype=np.float64))
+    except ParameterError:
+        raise
+    except Exception as err:  # unreadable: one line naming the option
+        raise ParameterError("reference", f"{path}: cannot be read ({type(err).__name__})") from None
+
 ENGINES = ("exact", "sampled")
 FACTORED_ONLY = ("factored needs the fully-synthetic loop with memory 1, no accumulate and the exact engine "
                  "(other loops pool real and synthetic data); use eigh, cholesky or auto")
@@ -761,6 +943,12 @@ class GaussianSpec:
         and record NaN on the others. With ``factor="cholesky"`` nothing else
         needs the spectrum, so the skipped generations cost a Cholesky instead
         of an eigen-solve (benchmarks/README.md).
+      estimator: ``"unbiased"`` (Eq. 1), ``"mle"`` or ``"known-cov"`` (:data:`ESTIMATORS`).
+      spectrum: the reference ``P_r = N(0, diag(spectrum))``, ascending (empty: N(0, I)).
+        A user's ``N(μ₀, Σ₀)`` runs as ``N(0, diag(eig Σ₀))``: every diagnostic
+        (W2 to P_r, ‖μ − μ₀‖², tr Σ, log det Σ, rank) and every operator (the
+        tilt's reward is centred at μ₀) is invariant under the rigid motion
+        ``x ↦ Vᵀ(x − μ₀)`` that maps one onto the other, and so is the loop's law.
     """
 
     dim: int
@@ -769,6 +957,8 @@ class GaussianSpec:
     factor: str = "eigh"
     max_points: int = 0
     w2_every: int = 1
+    estimator: str = "unbiased"
+    spectrum: tuple = ()
 
     name = "gaussian"
 
@@ -777,6 +967,13 @@ class GaussianSpec:
         check_choice("engine", self.engine, ENGINES)
         check_choice("factor", self.factor, FACTORS)
         check_int("w2_every", self.w2_every, minimum=1)
+        check_choice("estimator", self.estimator, ESTIMATORS)
+        if self.spectrum:
+            values = np.asarray(self.spectrum, np.float64)
+            if values.shape != (self.dim,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+                raise ParameterError("reference", f"needs {self.dim} finite positive eigenvalues")
+            if np.any(np.diff(values) < 0):
+                raise ParameterError("reference", "the spectrum must be ascending")
         if self.engine == "sampled":
             check_int("max_points", self.max_points, minimum=2)
 
@@ -785,17 +982,22 @@ class GaussianSpec:
         """Rows per draw held in memory (0: the exact engine draws none)."""
         return self.max_points if self.engine == "sampled" else 0
 
-    def check_loop(self, kind: str, memory: int, accumulate: bool) -> None:
-        if self.factor == "factored" and not factored_loop(kind, memory=memory, accumulate=accumulate,
-                                                           engine=self.engine):
+    def check_loop(self, loop) -> None:
+        if self.factor == "factored" and not factored_loop(loop.kind, memory=loop.memory, accumulate=loop.accumulate,
+                                                           engine=self.engine, estimator=self.estimator,
+                                                           plain=not (loop.tilted or loop.weighted or loop.subsample)):
             raise ParameterError("factor", FACTORED_ONLY)
+        if loop.subsample and self.engine == "exact":
+            raise ParameterError("engine", "accumulate-subsample needs --engine sampled: a subsample's statistics "
+                                           "depend on the points, not only on the pool's sufficient statistics")
 
     def build(self) -> LoopModel:
+        options = dict(w2_every=self.w2_every, estimator=self.estimator, spectrum=self.spectrum)
         if self.factor == "factored":
-            return gaussian_factored(self.dim, self.dtype, self.w2_every)
+            return gaussian_factored(self.dim, self.dtype, **options)
         if self.engine == "exact":
-            return gaussian_exact(self.dim, self.dtype, self.factor, self.w2_every)
-        return gaussian_sampled(self.dim, self.max_points, self.dtype, self.factor, self.w2_every)
+            return gaussian_exact(self.dim, self.dtype, self.factor, **options)
+        return gaussian_sampled(self.dim, self.max_points, self.dtype, self.factor, **options)
 
 
 def full_rank(kind: str, dim: int, *, n_ini, n_real, n_syn) -> bool:
@@ -814,21 +1016,29 @@ def full_rank(kind: str, dim: int, *, n_ini, n_real, n_syn) -> bool:
     return bool(np.all(first >= dim + 1) and np.all(later >= dim + 1))
 
 
-def factored_loop(kind: str, *, memory: int = 1, accumulate: bool = False, engine: str = "exact") -> bool:
+def factored_loop(kind: str, *, memory: int = 1, accumulate: bool = False, engine: str = "exact",
+                  plain: bool = True, estimator: str = "unbiased") -> bool:
     """Whether each generation trains on one sample of one model only, so Σ_t need never be formed.
 
     That is the fully synthetic loop with K = 1 and no accumulation on the
     exact engine: ``L_t = sqrt(λ / (n_s − 1)) L_{t−1} A_t``
     (:func:`gaussian_factored`). Every other loop pools groups of points,
-    whose scatter is a sum, not a product.
+    whose scatter is a sum, not a product; a tilted sampler's root is no longer
+    triangular (``plain`` False: an operator other than a size schedule), and the
+    known-covariance model has no Σ to carry.
     """
-    return kind == "fully-synthetic" and memory == 1 and not accumulate and engine == "exact"
+    return (kind == "fully-synthetic" and memory == 1 and not accumulate and engine == "exact" and plain
+            and estimator != "known-cov")
 
 
 def choose_factor(kind: str, dim: int, *, n_ini, n_real, n_syn, memory: int = 1, accumulate: bool = False,
-                  engine: str = "exact") -> str:
+                  engine: str = "exact", plain: bool = True, estimator: str = "unbiased", weighted: bool = False,
+                  subsample: bool = False) -> str:
     """``"factored"`` where :func:`factored_loop` holds; else ``"cholesky"`` where
-    :func:`full_rank` holds for every cell; else ``"eigh"``."""
-    if factored_loop(kind, memory=memory, accumulate=accumulate, engine=engine):
+    :func:`full_rank` holds for every cell (not with weighted mixing, whose weight 0 or 1
+    keeps one part only, nor accumulate-subsample, whose subsample may be small); else ``"eigh"``."""
+    if factored_loop(kind, memory=memory, accumulate=accumulate, engine=engine, plain=plain, estimator=estimator):
         return "factored"
+    if weighted or subsample:
+        return "eigh"
     return "cholesky" if full_rank(kind, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn) else "eigh"

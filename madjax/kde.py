@@ -295,9 +295,12 @@ class KDESpec:
         """Rows per draw (memory estimates)."""
         return self.draw_rows
 
-    def check_loop(self, kind: str, memory: int, accumulate: bool) -> None:
-        """Every loop variant runs: memory through :func:`madjax.points.mixture_rows`,
-        accumulation through :func:`madjax.points.append` into ``generations · draw_rows`` rows."""
+    def check_loop(self, loop) -> None:
+        """Every loop variant runs: memory K via :func:`~madjax.points.mixture_rows`, the
+        accumulating pool via :func:`~madjax.points.append` (``generations · draw_rows`` rows),
+        accumulate-subsample via :func:`~madjax.points.subsample`; weighted mixing and
+        curation are refused (:func:`~madjax.points.refuse_operators`)."""
+        points.refuse_operators(loop, "kde")
 
     def build(self) -> LoopModel:
         return kde(self)
@@ -332,5 +335,5 @@ def kde(spec: KDESpec) -> LoopModel:
     return LoopModel(
         init=init, fit=fit, sample=sample, sample_real=sample_real,
         sample_mixture=points.mixture_rows(draw, rows), concat=points.concat, empty=empty,
-        append=points.append, size=points.size, confine=confine, diagnose=diagnose_,
+        append=points.append, size=points.size, confine=confine, diagnose=diagnose_, subsample=points.subsample,
     )

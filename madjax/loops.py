@@ -20,6 +20,29 @@ we read that as K models); an accumulating synthetic pool (App. A.2: the pool
 keeps all previous generations' samples, n_s^t = (t − 1) n_s); real fraction p
 of a total n (``n_r = round(p n)``, ``n_s = n − n_r``, :meth:`LoopParams.split_total`).
 
+**Loop operators** of the literature, each a field of :class:`LoopSpec` (what
+changes the code path) and a leaf of :class:`LoopParams` (what is swept):
+
+=====================  ====================================================  ===========================
+operator               generation t ≥ 2 trains on                            paper
+=====================  ====================================================  ===========================
+replace                n_s samples of G^{t−1} (``fully-synthetic``)          Shumailov et al. 2024
+accumulate             D_r plus every generation's synthetic samples          Gerstgrasser et al. 2024
+                       (``synthetic-augmentation`` + ``accumulate``)
+accumulate-subsample   a uniform subsample of ``n_train`` of that pool       Kazdan, Schaeffer et al. 2025
+                       (+ ``subsample``)
+growing sizes          ``n_t = ⌈n_s t^α⌉`` synthetic samples (``growth``     Xu, He & Cheng 2025
+                       α) or a user ``schedule``
+weighted mixing        the real part weighted by w, the synthetic by 1 − w   He, Xu & Cheng 2026
+                       (``weighted``, ``real_weight``)
+curation               samples of the tilted sampler ∝ p(x) exp(−β‖x‖²/2)    Ferbach et al. 2024
+                       (``tilted``, ``tilt`` β)
+=====================  ====================================================  ===========================
+
+``replace``, ``accumulate`` and ``accumulate-subsample`` are also names of
+:data:`LOOP_ALIASES`, which map them onto (kind, accumulate, subsample).
+A model that cannot run an operator refuses it in its spec's ``check_loop``.
+
 **One step.** :func:`first_training_set` and :func:`training_set` are the
 single definition of what a generation trains on. They only use the model's
 ``sample``, ``sample_mixture``, ``sample_real`` and its data algebra
@@ -37,8 +60,9 @@ count, and gathers the shares of ``jax.distributed`` processes -- so no number
 depends on chunking, devices or processes.
 
 **Keys.** Generation t of a chain uses ``g = fold_in(chain_key, t)``, split
-into ``(k_real, k_syn, k_fit)``; its diagnostics use ``fold_in(g, 3)``; the
-model's ``init`` gets ``fold_in(chain_key, 0)``.
+into ``(k_real, k_syn, k_fit)``; its diagnostics use ``fold_in(g, 3)``, the
+subsample of accumulate-subsample ``fold_in(g, 4)``; the model's ``init`` gets
+``fold_in(chain_key, 0)``.
 
 **What compiles.** Everything that changes shapes or code paths is static
 (:class:`LoopSpec`: loop kind, K_max, accumulation, and the model's spec --
@@ -64,6 +88,16 @@ from madjax.validation import ParameterError, check_choice, check_int
 
 LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
 
+LOOP_ALIASES = {
+    "replace": dict(kind="fully-synthetic", accumulate=False, subsample=False),
+    "accumulate": dict(kind="synthetic-augmentation", accumulate=True, subsample=False),
+    "accumulate-subsample": dict(kind="synthetic-augmentation", accumulate=True, subsample=True),
+}
+"""The literature's loop names (Kazdan, Schaeffer et al. 2025) as (kind, accumulate, subsample):
+*replace* trains on the last model's samples only; *accumulate* on the real data
+plus every synthetic sample so far (Gerstgrasser et al. 2024); *accumulate-subsample*
+on a fixed-size uniform subsample of that pool."""
+
 TRACES: collections.Counter = collections.Counter()
 """How many times :func:`run_chain` was traced, per :class:`LoopSpec` (a Python side effect, so it
 counts compilations, not calls): the guard that a sweep does not silently recompile per cell."""
@@ -81,19 +115,48 @@ class LoopSpec:
       memory: K_max, the number of model slots in the ring buffer; the traced
         ``LoopParams.memory`` (1 ≤ K ≤ K_max) selects how many are used.
       accumulate: keep every previous generation's synthetic samples.
+      subsample: train on a uniform subsample (without replacement) of
+        ``LoopParams.n_train`` points of the training set (accumulate-subsample;
+        needs ``accumulate`` and a model that keeps points).
+      weighted: fit the real part with weight ``LoopParams.real_weight`` = w and
+        the synthetic part with 1 − w (needs a real part: ``fresh`` or
+        ``synthetic-augmentation``; the model's ``mix``).
+      tilted: draw synthetic samples from the curated sampler, the model's
+        λ-sampler tilted by ``exp(−β‖x − μ₀‖²/2)``, β = ``LoopParams.tilt`` (the model's ``tilt``).
+      schedule: synthetic sample sizes of generations 2 … T (a user schedule;
+        it replaces ``n_syn`` and ``growth``); empty: ``⌈n_s t^α⌉``.
     """
 
     kind: str
     model: ModelSpec
     memory: int = 1
     accumulate: bool = False
+    subsample: bool = False
+    weighted: bool = False
+    tilted: bool = False
+    schedule: tuple = ()
 
     def __post_init__(self):
         check_choice("loop", self.kind, LOOPS)
         check_int("memory", self.memory, minimum=1)
         if self.accumulate and self.memory > 1:
             raise ParameterError("memory", "memory K > 1 cannot be combined with accumulate")
-        self.model.check_loop(self.kind, self.memory, self.accumulate)
+        if self.subsample and not self.accumulate:
+            raise ParameterError("subsample", "accumulate-subsample draws its training set from the accumulating "
+                                              "pool: it needs accumulate")
+        if self.weighted and self.kind == "fully-synthetic":
+            raise ParameterError("real_weight", "weighted mixing weighs real against synthetic data: it needs the "
+                                                "fresh or synthetic-augmentation loop")
+        if self.weighted and self.subsample:
+            raise ParameterError("real_weight", "weighted mixing and accumulate-subsample cannot be combined")
+        for n in self.schedule:
+            check_int("n_syn_schedule", n, minimum=0)
+        self.model.check_loop(self)
+
+    @property
+    def plain(self) -> bool:
+        """No operator beyond the paper's three loops (memory and accumulation included)."""
+        return not (self.subsample or self.weighted or self.tilted or self.schedule)
 
     @property
     def dim(self) -> int:
@@ -113,6 +176,11 @@ class LoopParams(NamedTuple):
       n_syn: ``()`` int32, synthetic samples per generation t ≥ 2.
       lam: ``()`` float, sampling bias λ ∈ (0, 1].
       memory: ``()`` int32, memory K (1 ≤ K ≤ ``LoopSpec.memory``).
+      n_train: ``()`` int32, the subsample's size (``LoopSpec.subsample``).
+      real_weight: ``()`` float, w ∈ [0, 1] (``LoopSpec.weighted``).
+      tilt: ``()`` float, the curation strength β ≥ 0 (``LoopSpec.tilted``).
+      growth: ``()`` float, α ≥ 0: generation t draws ``⌈n_s t^α⌉`` synthetic samples
+        (:func:`grown_size`; α = 0 is the constant n_s).
 
     The host loop of the deep models uses the same record with Python scalars.
     """
@@ -122,12 +190,19 @@ class LoopParams(NamedTuple):
     n_syn: Array
     lam: Array
     memory: Array
+    n_train: Array = 0
+    real_weight: Array = 0.5
+    tilt: Array = 0.0
+    growth: Array = 0.0
 
     @classmethod
-    def create(cls, *, n_ini=2, n_real=0, n_syn=0, lam=1.0, memory=1, dtype="float32") -> "LoopParams":
+    def create(cls, *, n_ini=2, n_real=0, n_syn=0, lam=1.0, memory=1, n_train=0, real_weight=0.5, tilt=0.0,
+               growth=0.0, dtype="float32") -> "LoopParams":
         """Cast values (scalars or arrays, possibly traced) to the leaf dtypes."""
         i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
-        return cls(i32(n_ini), i32(n_real), i32(n_syn), jnp.asarray(lam, dtype), i32(memory))
+        f = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+        return cls(i32(n_ini), i32(n_real), i32(n_syn), f(lam), i32(memory), i32(n_train), f(real_weight), f(tilt),
+                   jnp.asarray(growth, jnp.float32))
 
     @staticmethod
     def split_total(real_fraction, n_total):
@@ -139,6 +214,39 @@ class LoopParams(NamedTuple):
 
 # ----------------------------------------------------------------------------- the generation step
 
+GROWTH_SNAP = 1e-5
+"""Relative distance below which ``n_s t^α`` counts as an integer in :func:`grown_size` (float32
+rounding of an exact integer such as 100·4¹ must not add a point)."""
+
+
+def grown_size(n_syn, growth, t):
+    """``n_t = ⌈n_s t^α⌉`` (Xu, He & Cheng 2025), traced or not; values within
+    :data:`GROWTH_SNAP` (relative) of an integer are that integer. α = 0 gives n_s."""
+    x = jnp.asarray(n_syn, jnp.float32) * jnp.exp(jnp.asarray(growth, jnp.float32)
+                                                  * jnp.log(jnp.asarray(t, jnp.float32)))
+    nearest = jnp.round(x)
+    size = jnp.where(jnp.abs(x - nearest) <= GROWTH_SNAP * x, nearest, jnp.ceil(x))
+    return jnp.where(jnp.asarray(growth) == 0, jnp.asarray(n_syn, jnp.int32), size.astype(jnp.int32))
+
+
+def synthetic_sizes(n_syn, growth=0.0, schedule: tuple = (), generations: int = 2) -> np.ndarray:
+    """Host-side synthetic sizes of generations 2 … T, ``(..., T − 1)`` int64 (``n_syn`` and ``growth``
+    broadcast): the schedule, else :func:`grown_size` in the same float32 arithmetic."""
+    t = np.arange(2, max(generations, 2) + 1)
+    if schedule:
+        return np.broadcast_to(np.asarray(schedule, np.int64)[: t.size], np.shape(n_syn) + (t.size,))
+    n = np.asarray(n_syn, np.int64)[..., None]
+    return np.asarray(grown_size(n, np.asarray(growth)[..., None], t), np.int64)
+
+
+def synthetic_size(spec: LoopSpec, params: LoopParams, t):
+    """Synthetic samples drawn at generation t ≥ 2: the user schedule's entry, else :func:`grown_size`."""
+    if spec.schedule:
+        return jnp.asarray(spec.schedule, jnp.int32)[jnp.asarray(t, jnp.int32) - 2]
+    if isinstance(params.growth, (int, float)) and params.growth == 0:
+        return params.n_syn  # the host loop's constant size stays a Python int
+    return grown_size(params.n_syn, params.growth, t)
+
 
 def first_training_set(key: Array, kind: str, model: LoopModel, params: LoopParams):
     """Generation 1's training set: ``n_ini`` real draws, or D_r (``n_real`` draws) in
@@ -147,15 +255,18 @@ def first_training_set(key: Array, kind: str, model: LoopModel, params: LoopPara
     return model.sample_real(key, n)
 
 
-def training_set(k_real: Array, k_syn: Array, spec: LoopSpec, model: LoopModel, params: LoopParams, *,
+def training_set(keys: "GenerationKeys", t, spec: LoopSpec, model: LoopModel, params: LoopParams, *,
                  history, valid, real, pool, first=None):
     """The training set of a generation t ≥ 2, and the updated accumulating pool.
 
     Args:
-      k_real, k_syn: the generation's keys for new real data and for the synthetic draw.
-      spec: the loop (kind, K_max, accumulate).
+      keys: the generation's :class:`GenerationKeys` (new real data, the
+        synthetic draw, the subsample).
+      t: the generation (traced in the executor).
+      spec: the loop (kind, K_max, accumulate and the operators).
       model: the model record (its ``sample``, ``sample_mixture``,
-        ``sample_real``, ``concat``, ``append``, ``confine``).
+        ``sample_real``, ``concat``, ``append``, ``confine``; ``tilt``,
+        ``mix``, ``subsample`` for the operators that use them).
       params: sizes and λ (traced in the executor, Python scalars in the host loop).
       history: the previous models: with ``spec.memory == 1`` the newest model's
         parameters, else whatever ``model.sample_mixture`` takes (a ring buffer
@@ -168,27 +279,49 @@ def training_set(k_real: Array, k_syn: Array, spec: LoopSpec, model: LoopModel, 
     Returns:
       ``(train, pool)``.
     """
+    n_syn = synthetic_size(spec, params, t)
+    lam = params.lam
+    if spec.tilted:  # the tilted λ-sampler has λ folded in
+        tilt = lambda p: model.tilt(p, params.lam, params.tilt)  # noqa: E731
+        history = tilt(history) if spec.memory == 1 else jax.vmap(tilt)(history)
+        lam = jnp.ones_like(params.lam)
     if spec.memory == 1:
-        synthetic = model.sample(k_syn, history, params.n_syn, params.lam)
+        synthetic = model.sample(keys.syn, history, n_syn, lam)
     else:
-        synthetic = model.sample_mixture(k_syn, history, valid, params.n_syn, params.lam)
+        synthetic = model.sample_mixture(keys.syn, history, valid, n_syn, lam)
     if spec.accumulate:
         pool = model.append(pool, synthetic)
         synthetic = pool
     if spec.kind == "fresh":
-        train = model.concat(model.sample_real(k_real, params.n_real), synthetic)
-    elif spec.kind == "synthetic-augmentation":
-        train = model.concat(real, synthetic)
-    else:
+        real = model.sample_real(keys.real, params.n_real)
+    if spec.kind == "fully-synthetic":
         train = model.confine(synthetic, first)
+    elif spec.weighted:
+        train = model.mix(real, synthetic, params.real_weight)
+    else:
+        train = model.concat(real, synthetic)
+    if spec.subsample:
+        train = model.subsample(keys.subsample, train, params.n_train)
     return train, pool
 
 
-def generation_keys(chain_key: Array, t) -> tuple[Array, Array, Array, Array]:
-    """``(k_real, k_syn, k_fit, k_diagnose)`` of generation ``t`` (module docstring)."""
+class GenerationKeys(NamedTuple):
+    """The keys of one generation (module docstring): new real data, the synthetic draw,
+    the fit, the diagnostics and accumulate-subsample's subsample."""
+
+    real: Array
+    syn: Array
+    fit: Array
+    diagnose: Array
+    subsample: Array
+
+
+def generation_keys(chain_key: Array, t) -> GenerationKeys:
+    """The :class:`GenerationKeys` of generation ``t``: ``g = fold_in(chain_key, t)`` split in
+    three, then ``fold_in(g, 3)`` and ``fold_in(g, 4)``."""
     g = jax.random.fold_in(chain_key, t)
     k_real, k_syn, k_fit = jax.random.split(g, 3)
-    return k_real, k_syn, k_fit, jax.random.fold_in(g, 3)
+    return GenerationKeys(k_real, k_syn, k_fit, jax.random.fold_in(g, 3), jax.random.fold_in(g, 4))
 
 
 def slot_mask(t: Array, memory: Array, slots: int) -> Array:
@@ -261,9 +394,9 @@ def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int, 
     TRACES[spec] += 1
     model = spec.model.build()
     slots = spec.memory
-    k_real, _, k_fit, k_diag = generation_keys(key, 1)
-    first_data = first_training_set(k_real, spec.kind, model, params)
-    first, info = model.fit(k_fit, model.init(jax.random.fold_in(key, 0)), first_data)  # t = 0: the init stream
+    keys = generation_keys(key, 1)
+    first_data = first_training_set(keys.real, spec.kind, model, params)
+    first, info = model.fit(keys.fit, model.init(jax.random.fold_in(key, 0)), first_data)  # t = 0: the init stream
     kept = jnp.asarray(snapshots, jnp.int32)
     state = ChainState(
         models=jax.tree.map(lambda x: jnp.broadcast_to(x, (slots,) + x.shape), first),
@@ -275,19 +408,19 @@ def run_chain(key: Array, params: LoopParams, spec: LoopSpec, generations: int, 
 
     def step(carry, t):
         state, snaps = carry
-        k_real, k_syn, k_fit, k_diag = generation_keys(key, t)
+        keys = generation_keys(key, t)
         previous = jax.tree.map(lambda x: x[jnp.mod(t - 2, slots)], state.models)  # G^{t−1}: the warm start
-        train, pool = training_set(k_real, k_syn, spec, model, params, history=previous if slots == 1 else state.models,
+        train, pool = training_set(keys, t, spec, model, params, history=previous if slots == 1 else state.models,
                                    valid=slot_mask(t, params.memory, slots), real=state.real, pool=state.pool,
                                    first=state.first)
-        fitted, info = model.fit(k_fit, previous, train)
+        fitted, info = model.fit(keys.fit, previous, train)
         slot = jnp.mod(t - 1, slots)
         models = jax.tree.map(lambda buf, x: buf.at[slot].set(x), state.models, fitted)
         hit = kept == t
         snaps = jax.tree.map(lambda s, x: jnp.where(hit.reshape(hit.shape + (1,) * x.ndim), x, s), snaps, fitted)
-        return (state._replace(models=models, pool=pool), snaps), model.diagnose(k_diag, fitted, info, t)
+        return (state._replace(models=models, pool=pool), snaps), model.diagnose(keys.diagnose, fitted, info, t)
 
-    records, (_, snaps) = ordered_scan(step, (state, snaps), model.diagnose(k_diag, first, info, jnp.int32(1)),
+    records, (_, snaps) = ordered_scan(step, (state, snaps), model.diagnose(keys.diagnose, first, info, jnp.int32(1)),
                                        jnp.arange(2, generations + 1, dtype=jnp.int32))
     return (records, snaps) if snapshots else records
 

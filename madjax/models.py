@@ -50,12 +50,14 @@ class Entry(NamedTuple):
     table: tuple
 
 
-def _gaussian(*, dim, dtype, draw_rows, train_rows, target="normal", engine="exact", factor="eigh", w2_every=1):
+def _gaussian(*, dim, dtype, draw_rows, train_rows, target="normal", engine="exact", factor="eigh", w2_every=1,
+              estimator="unbiased", spectrum=()):
     from madjax.gaussian import GaussianSpec
 
     del train_rows, target
     return GaussianSpec(dim=dim, dtype=dtype, engine=engine, factor=factor,
-                        max_points=draw_rows if engine == "sampled" else 0, w2_every=w2_every)
+                        max_points=draw_rows if engine == "sampled" else 0, w2_every=w2_every,
+                        estimator=estimator, spectrum=tuple(spectrum))
 
 
 def _gaussian_cost(spec, memory, generations, accumulate):
@@ -100,7 +102,8 @@ def _kde_cost(spec, memory, generations, accumulate):
 
 MODELS: dict[str, Entry] = {
     "gaussian": Entry(_gaussian, ("normal",), lambda o: 2,
-                      {"engine": "exact", "factor": "auto", "w2_every": 1}, _gaussian_cost, (2, 10**7, 1024, 61)),
+                      {"engine": "exact", "factor": "auto", "w2_every": 1, "estimator": "unbiased", "spectrum": ()},
+                      _gaussian_cost, (2, 10**7, 1024, 61)),
     "gmm": Entry(_gmm, ("grid",), lambda o: 25, {"n_eval": None}, _gmm_cost, (25, 10**5, 64, 25)),
     "kde": Entry(_kde, ("normal", "grid"), lambda o: 2, {"bandwidth": "scott", "n_eval": None, "w2_every": 1},
                  _kde_cost, (2, 10**4, 128, 31)),
@@ -110,11 +113,15 @@ MODELS: dict[str, Entry] = {
 MODEL_NAMES = tuple(MODELS)
 
 
-def train_rows(n_ini, n_real, n_syn, *, generations: int, accumulate: bool) -> int:
+def train_rows(n_ini, n_real, n_syn, *, generations: int, accumulate: bool, growth=0.0, schedule=()) -> int:
     """The largest training set the loop builds over all cells given: generation 1's n_ini, or
-    ``n_r + n_s`` (``n_r + (T − 1) n_s`` with accumulation)."""
+    ``n_r + n_s`` (``n_r + (T − 1) n_s`` with accumulation), with the synthetic sizes of a
+    growth α or a schedule (:func:`madjax.loops.synthetic_sizes`)."""
+    from madjax.loops import synthetic_sizes
+
     n_ini, n_real, n_syn = (np.asarray(v, np.int64) for v in (n_ini, n_real, n_syn))
-    later = n_real + n_syn * (max(generations - 1, 1) if accumulate else 1)
+    sizes = synthetic_sizes(n_syn, growth, schedule, generations)  # (..., T − 1)
+    later = n_real + (sizes.sum(-1) if accumulate else sizes.max(-1))
     return int(max(np.max(n_ini), np.max(later)))
 
 
@@ -216,6 +223,13 @@ def resolve_model(model: str, *, target=None, dim=None, options: dict | None = N
         raise ParameterError("dim", f"is required for the {model} model on the {target} target")
     dim = check_int("dim", dim, minimum=1)
     given = {k: v for k, v in (options or {}).items() if v is not None}
+    if "reference" in given:  # a user's reference N(μ₀, Σ₀) runs as its spectrum
+        from madjax.gaussian import resolve_reference
+
+        if model != "gaussian":
+            raise ParameterError("reference", f"is an option of the gaussian model (the {model} model's "
+                                              "references are its targets)")
+        given["spectrum"] = resolve_reference(given.pop("reference"), dim)
     unknown = sorted(set(given) - set(entry.options))
     if unknown:
         raise ParameterError(unknown[0], f"is not an option of the {model} model")

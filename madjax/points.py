@@ -98,6 +98,29 @@ def append(pool: PointSet, new: PointSet) -> PointSet:
     return PointSet(x, mask)
 
 
+def subsample(key: Array, points: PointSet, n) -> PointSet:
+    """A uniform subsample of ``min(n, size)`` valid rows, without replacement (accumulate-subsample).
+
+    Each valid row gets a uniform key and the n smallest keys are kept: shapes stay static, n traced.
+    """
+    u = jnp.where(points.mask, jax.random.uniform(key, points.mask.shape), jnp.inf)
+    rank = jnp.zeros(points.mask.shape, jnp.int32).at[jnp.argsort(u)].set(
+        jnp.arange(points.mask.shape[0], dtype=jnp.int32))
+    return PointSet(points.x, points.mask & (rank < n))
+
+
+def refuse_operators(loop, name: str) -> None:
+    """A point model's ``check_loop``: weighted mixing and curation need a weighted fit and a tilted
+    sampler, which the point models do not have (one line naming the option)."""
+    from madjax.validation import ParameterError
+
+    if loop.weighted:
+        raise ParameterError("real_weight", f"weighted mixing is implemented for the gaussian model, not {name}")
+    if loop.tilted:
+        raise ParameterError("tilt", f"curation (the exponential tilt) is implemented for the gaussian model, "
+                                     f"not {name}")
+
+
 def mixture_rows(draw, capacity: int):
     """``sample_mixture`` for a point model from its fixed-size ``draw(key, params, rows, lam) -> (rows, d)``.
 

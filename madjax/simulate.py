@@ -17,7 +17,7 @@ import xarray as xr
 
 from madjax.gaussian import FACTORED_ONLY, FACTORS, LOGDET_ACCURACY, choose_factor, full_rank
 from madjax.io import atomic_path, describe, provenance
-from madjax.loops import LOOPS, LoopParams, LoopSpec, run_chains_jit, run_chunked
+from madjax.loops import LOOP_ALIASES, LOOPS, LoopParams, LoopSpec, run_chains_jit, run_chunked, synthetic_sizes
 from madjax.models import MODELS, resolve_model, train_rows
 from madjax.resources import check_chain_run
 from madjax.validation import (
@@ -66,26 +66,38 @@ class SimulationConfig:
     seed: int
     target: str = "normal"
     options: tuple = ()
+    subsample: bool = False
+    n_train: int = 0
+    weighted: bool = False
+    real_weight: float = 0.5
+    tilted: bool = False
+    tilt: float = 0.0
+    growth: float = 0.0
+    schedule: tuple = ()
 
     def model_spec(self):
-        rows = max(self.n_ini, self.n_real, self.n_syn, 2)
+        sizes = synthetic_sizes(self.n_syn, self.growth, self.schedule, self.generations)
+        rows = max(self.n_ini, self.n_real, int(sizes.max()), 2)
         train = train_rows(self.n_ini, self.n_real, self.n_syn, generations=self.generations,
-                           accumulate=self.accumulate)
+                           accumulate=self.accumulate, growth=self.growth, schedule=self.schedule)
         return MODELS[self.model].build(dim=self.dim, dtype=self.dtype, draw_rows=rows, train_rows=train,
                                         target=self.target, **dict(self.options))
 
     def spec(self) -> LoopSpec:
-        return LoopSpec(kind=self.loop, model=self.model_spec(), memory=self.memory, accumulate=self.accumulate)
+        return LoopSpec(kind=self.loop, model=self.model_spec(), memory=self.memory, accumulate=self.accumulate,
+                        subsample=self.subsample, weighted=self.weighted, tilted=self.tilted, schedule=self.schedule)
 
     def params(self) -> LoopParams:
         return LoopParams.create(n_ini=self.n_ini, n_real=self.n_real, n_syn=self.n_syn, lam=self.lam,
-                                 memory=self.memory, dtype=self.dtype)
+                                 memory=self.memory, n_train=self.n_train, real_weight=self.real_weight,
+                                 tilt=self.tilt, growth=self.growth, dtype=self.dtype)
 
 
 def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn=None, lam=1.0,
                 generations, chains=1, memory=1, accumulate=False, real_fraction=None, n_total=None,
                 engine=None, dtype="float32", seed=0, factor=None, w2_every=None, target=None, bandwidth=None,
-                n_eval=None) -> SimulationConfig:
+                n_eval=None, estimator=None, reference=None, subsample=False, n_train=None, real_weight=None,
+                tilt=None, growth=0.0, n_syn_schedule=None) -> SimulationConfig:
     """Validate a simulation request (raises :class:`ParameterError` naming the parameter).
 
     Sizes per loop (DESIGN §10): fully-synthetic takes ``n_ini`` and ``n_syn``
@@ -94,12 +106,22 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
     ``real_fraction`` and ``n_total`` together replace ``n_real``/``n_syn``.
     Model options: ``engine``, ``factor``, ``w2_every`` (Gaussian; ``factor="auto"``
     or None picks :func:`madjax.gaussian.choose_factor`), ``bandwidth`` (KDE),
-    ``n_eval`` (GMM, KDE); ``target`` ``"normal"`` or ``"grid"`` (point models).
+    ``n_eval`` (GMM, KDE); ``target`` ``"normal"`` or ``"grid"`` (point models);
+    ``estimator`` and ``reference`` (Gaussian, :class:`~madjax.gaussian.GaussianSpec`).
+    Loop operators (:mod:`madjax.loops`): ``loop`` may be an alias of
+    :data:`~madjax.loops.LOOP_ALIASES`; ``subsample`` with ``n_train`` (default
+    n_ini); ``real_weight`` w turns weighted mixing on; ``tilt`` β curation;
+    ``growth`` α or ``n_syn_schedule`` (T − 1 sizes of generations 2 … T).
     """
+    subsample = bool(subsample)
+    if loop in LOOP_ALIASES:
+        alias = LOOP_ALIASES[loop]
+        loop, accumulate, subsample = alias["kind"], accumulate or alias["accumulate"], subsample or alias["subsample"]
+    check_choice("loop", loop, LOOPS + tuple(LOOP_ALIASES))
     target, dim, options = resolve_model(model, target=target, dim=dim,
                                          options=dict(engine=engine, factor=factor, w2_every=w2_every,
-                                                      bandwidth=bandwidth, n_eval=n_eval))
-    check_choice("loop", loop, LOOPS)
+                                                      bandwidth=bandwidth, n_eval=n_eval, estimator=estimator,
+                                                      reference=reference))
     dtype = check_dtype(dtype)
     lam = check_lam(lam)
     generations = check_int("generations", generations, minimum=1)
@@ -139,26 +161,75 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
         raise ParameterError(name, f"a training set of the {model} model needs at least {fewest} points, "
                                    f"got n_real + n_syn = {n_real + n_syn}")
     check_loop_sizes(n_ini=n_ini, n_real=n_real, n_syn=n_syn, generations=generations, accumulate=accumulate)
+    ops = check_operators(loop=loop, generations=generations, n_ini=n_ini, n_syn=n_syn, subsample=subsample,
+                          n_train=n_train, real_weight=real_weight, tilt=tilt, growth=growth,
+                          n_syn_schedule=n_syn_schedule)
     if model == "gaussian":
-        options["factor"] = _gaussian_factor(options, loop, dim, n_ini, n_real, n_syn, memory, accumulate)
+        smallest = min(ops["schedule"], default=n_syn)  # full rank needs every draw's size
+        options["factor"] = _gaussian_factor(options, loop, dim, n_ini, n_real, smallest, memory, accumulate, ops)
         options["engine"] = check_choice("engine", options["engine"], ("exact", "sampled"))
         options["w2_every"] = check_int("w2_every", options["w2_every"], minimum=1)
+    sizes = synthetic_sizes(n_syn, ops["growth"], ops["schedule"], generations)
+    check_int32("growth", int(sizes.max()), "the largest synthetic sample n_s T^growth")
     if model != "gaussian" or options["engine"] == "sampled":
         if accumulate:  # the pool holds T draws of the largest size
-            check_int32("generations", generations * max(n_ini, n_real, n_syn),
+            check_int32("generations", generations * max(n_ini, n_real, int(sizes.max())),
                         "the pool's rows T x max(n_ini, n_real, n_syn)")
     config = SimulationConfig(model=model, loop=loop, dim=dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn,
                               lam=lam, generations=generations, chains=chains, memory=memory,
                               accumulate=bool(accumulate), real_fraction=real_fraction, n_total=n_total,
-                              dtype=dtype, seed=seed, target=target, options=tuple(sorted(options.items())))
+                              dtype=dtype, seed=seed, target=target, options=tuple(sorted(options.items())), **ops)
     config.spec()  # the model validates its own options and refuses loop variants it cannot run
     return config
 
 
-def _gaussian_factor(options, loop, dim, n_ini, n_real, n_syn, memory, accumulate) -> str:
+def check_operators(*, loop, generations, n_ini, n_syn, subsample=False, n_train=None, real_weight=None, tilt=None,
+                    growth=0.0, n_syn_schedule=None) -> dict:
+    """Validate the loop operators of a request; returns the :class:`SimulationConfig` fields
+    (``subsample, n_train, weighted, real_weight, tilted, tilt, growth, schedule``)."""
+    ops = dict(subsample=bool(subsample), n_train=0, weighted=real_weight is not None,
+               real_weight=0.5 if real_weight is None else check_fraction(real_weight, "real_weight"),
+               tilted=tilt is not None, tilt=0.0, growth=0.0, schedule=())
+    if subsample:
+        ops["n_train"] = n_ini if n_train is None else check_int("n_train", n_train, minimum=2, maximum=INT32_MAX)
+    elif n_train is not None:
+        raise ParameterError("n_train", "is the subsample's size of accumulate-subsample (--loop accumulate-subsample)")
+    if tilt is not None:
+        ops["tilt"] = check_nonnegative("tilt", tilt, maximum=1e6)
+    growth = check_nonnegative("growth", 0.0 if growth is None else growth, maximum=4.0)
+    if n_syn_schedule is not None:
+        if growth:
+            raise ParameterError("n_syn_schedule", "give either growth or a schedule, not both")
+        schedule = tuple(check_int("n_syn_schedule", v, minimum=0, maximum=INT32_MAX) for v in n_syn_schedule)
+        if len(schedule) != generations - 1:
+            raise ParameterError("n_syn_schedule", f"needs {generations - 1} sizes (generations 2 ... T), "
+                                                   f"got {len(schedule)}")
+        if loop == "fully-synthetic" and min(schedule, default=2) < 2:
+            raise ParameterError("n_syn_schedule", "the fully-synthetic loop needs at least 2 samples per generation")
+        ops["schedule"] = schedule
+    ops["growth"] = growth
+    if (growth or n_syn_schedule is not None) and loop != "fully-synthetic" and n_syn == 0 and not n_syn_schedule:
+        raise ParameterError("growth", "grows the synthetic sample: it needs n_syn > 0")
+    return ops
+
+
+def check_nonnegative(name: str, value, maximum: float) -> float:
+    """A finite number in [0, maximum] (one line naming the option otherwise)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(name, f"must be a number, got {value!r}") from None
+    if not np.isfinite(value) or not 0 <= value <= maximum:
+        raise ParameterError(name, f"must be in [0, {maximum:g}], got {value!r}")
+    return value
+
+
+def _gaussian_factor(options, loop, dim, n_ini, n_real, n_syn, memory, accumulate, ops) -> str:
     factor = check_choice("factor", options["factor"], ("auto",) + FACTORS)
     best = choose_factor(loop, dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory,
-                         accumulate=accumulate, engine=options["engine"])
+                         accumulate=accumulate, engine=options["engine"], estimator=options["estimator"],
+                         plain=not (ops["tilted"] or ops["weighted"] or ops["subsample"]), weighted=ops["weighted"],
+                         subsample=ops["subsample"])
     if factor == "auto":
         return best
     if factor == "factored" and best != "factored":
@@ -237,9 +308,16 @@ def theory_moments(config: SimulationConfig) -> dict:
         return {}
     from madjax import theory
 
+    options = dict(config.options)
+    grown = config.growth > 0 or bool(config.schedule)
+    sizes = (synthetic_sizes(config.n_syn, config.growth, config.schedule, config.generations)[: config.generations - 1]
+             if grown else None)
     return theory.loop_moments(config.loop, config.generations, dim=config.dim, n_ini=config.n_ini,
                                n_real=config.n_real, n_syn=config.n_syn, lam=config.lam, memory=config.memory,
-                               accumulate=config.accumulate)
+                               accumulate=config.accumulate, estimator=options["estimator"],
+                               spectrum=options["spectrum"], sizes=sizes, subsample=config.subsample,
+                               weighted=config.weighted, real_weight=config.real_weight, tilted=config.tilted,
+                               tilt=config.tilt)
 
 
 def lost_precision_warning(ds: xr.Dataset) -> str | None:
@@ -282,7 +360,8 @@ def theory_table(ds: xr.Dataset) -> str:
     """The ``--theory`` table: the largest per-generation |z| of each variable against its closed form."""
     rows = theory_z(ds)
     if not rows:
-        return "no closed form for this loop (memory K > 1, accumulation and the GMM have none in madjax.theory)"
+        return ("no closed form for this loop in madjax.theory (memory K > 1, accumulate-subsample, the point "
+                "models and the other cases listed in madjax.theory.loop_moments have none)")
     lines = [f"{'variable':<14} {'max |z|':>8} {'at t':>6}  generations left out (a chain's value missing)"]
     lines += [f"{var:<14} {z:>8.2f} {t:>6d}  {left}" for var, (z, t, left) in rows.items()]
     return "\n".join(lines)
@@ -325,7 +404,9 @@ def to_dataset(config: SimulationConfig, records: dict, snapshots: tuple = (), f
 def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn=None, lam=1.0,
              generations, chains=1, memory=1, accumulate=False, real_fraction=None, n_total=None,
              engine=None, dtype="float32", seed=0, factor=None, w2_every=None, target=None, bandwidth=None,
-             n_eval=None, snapshots=(), first_chain=0, chunk=None, progress=False, allow_large=False) -> xr.Dataset:
+             n_eval=None, estimator=None, reference=None, subsample=False, n_train=None, real_weight=None, tilt=None,
+             growth=0.0, n_syn_schedule=None, snapshots=(), first_chain=0, chunk=None, progress=False,
+             allow_large=False) -> xr.Dataset:
     """Simulate ``chains`` independent chains of a self-consuming loop.
 
     Args mirror the command-line options (DESIGN §10): ``model`` is
@@ -342,7 +423,12 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
     needs ``dim``) or ``"grid"`` (the 25 modes, d = 2; the GMM's only target);
     ``bandwidth`` (KDE: ``"scott"``, ``"silverman"`` or a number); ``n_eval``
     points of the evaluation sample. ``snapshots`` keeps the fitted parameters
-    of those generations (``snap_<field>``); ``first_chain`` runs chains
+    of those generations (``snap_<field>``); ``estimator`` (``"unbiased"``,
+    ``"mle"``, ``"known-cov"``) and ``reference`` (``"identity"``, ``"power:ALPHA"``,
+    a file or an array: P_r = N(μ₀, Σ₀)) of the Gaussian; the loop operators
+    (``loop="replace"|"accumulate"|"accumulate-subsample"``, ``subsample``,
+    ``n_train``, ``real_weight``, ``tilt``, ``growth``, ``n_syn_schedule``;
+    :func:`make_config`, :mod:`madjax.loops`); ``first_chain`` runs chains
     ``first_chain …`` (a batch of a longer run). A request whose estimated memory
     or time is absurd is refused unless ``allow_large=True`` (:mod:`madjax.resources`).
 
@@ -370,7 +456,9 @@ def simulate(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_syn
                          lam=lam, generations=generations, chains=chains, memory=memory,
                          accumulate=accumulate, real_fraction=real_fraction, n_total=n_total,
                          engine=engine, dtype=dtype, seed=seed, factor=factor, w2_every=w2_every, target=target,
-                         bandwidth=bandwidth, n_eval=n_eval)
+                         bandwidth=bandwidth, n_eval=n_eval, estimator=estimator, reference=reference,
+                         subsample=subsample, n_train=n_train, real_weight=real_weight, tilt=tilt, growth=growth,
+                         n_syn_schedule=n_syn_schedule)
     snapshots = tuple(sorted({check_int("snapshots", s, minimum=1, maximum=config.generations) for s in snapshots}))
     if chunk is not None:
         check_int("chunk", chunk, minimum=1)

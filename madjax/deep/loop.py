@@ -79,7 +79,7 @@ from madjax.base import GenerativeModel, LoopModel
 from madjax.data import DataSource
 from madjax.deep.checkpoint import Checkpointer
 from madjax.figures.samples import sample_png
-from madjax.loops import LoopParams, first_training_set, generation_keys, training_set
+from madjax.loops import LoopParams, first_training_set, generation_keys, grown_size, training_set
 from madjax.io import READ_ERRORS, atomic_path, check_schema, provenance, read_json, write_json
 from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_writable
 
@@ -109,6 +109,13 @@ class DeepLoop:
       n_syn: synthetic samples drawn per generation t ≥ 2.
       memory: K, the number of previous models synthetic points come from.
       accumulate: keep every previous generation's synthetic samples.
+      subsample: train on a uniform subsample of ``n_train`` rows of the
+        training set (accumulate-subsample; needs ``accumulate``).
+      n_train: the subsample's size (0: ``n_ini``).
+      growth: α, generation t draws ``⌈n_syn t^α⌉`` synthetic samples.
+
+    Weighted mixing and curation need a model's ``mix`` and ``tilt``, which
+    the deep models do not have: they are the jittable models' operators.
 
     Raises:
       ParameterError: naming the offending field (``kind`` is reported as
@@ -121,9 +128,21 @@ class DeepLoop:
     n_syn: int
     memory: int = 1
     accumulate: bool = False
+    subsample: bool = False
+    n_train: int = 0
+    growth: float = 0.0
+
+    weighted = False
+    tilted = False
+    schedule = ()
 
     def __post_init__(self):
         check_choice("loop", self.kind, LOOPS)
+        if self.subsample and not self.accumulate:
+            raise ParameterError("subsample", "accumulate-subsample needs accumulate")
+        check_int("n_train", self.n_train, minimum=0)
+        if not (isinstance(self.growth, (int, float)) and 0 <= self.growth <= 4):
+            raise ParameterError("growth", f"must be a number in [0, 4], got {self.growth!r}")
         check_int("n_ini", self.n_ini, minimum=2)
         check_int("memory", self.memory, minimum=1)
         if self.accumulate and self.memory > 1:
@@ -149,8 +168,9 @@ class DeepLoop:
         """Points in the training set of generation ``t`` (1-based)."""
         if t == 1:
             return self.n_ini
-        n_syn = (t - 1) * self.n_syn if self.accumulate else self.n_syn
-        return self.n_real + n_syn
+        grown = [int(grown_size(self.n_syn, self.growth, s)) for s in range(2, t + 1)]
+        total = self.n_real + (sum(grown) if self.accumulate else grown[-1])
+        return min(total, self.n_train or self.n_ini) if self.subsample else total
 
 
 def num_rows(data: Dataset) -> int:
@@ -232,7 +252,11 @@ def host_model(model: GenerativeModel, source: DataSource) -> LoopModel:
         del valid  # the host loop keeps only the last K models
         return sample_memory(key, model, history, n, lam) if n > 0 else empty
 
-    return LoopModel(init=model.init, fit=model.fit, sample=sample,
+    def subsample(key, data, n):
+        rows = num_rows(data)
+        return take_rows(data, jax.random.permutation(key, rows)[: min(int(n), rows)])
+
+    return LoopModel(init=model.init, fit=model.fit, sample=sample, subsample=subsample,
                      sample_real=lambda key, n: source.sample(key, n) if n > 0 else empty,
                      sample_mixture=sample_mixture, concat=lambda *parts: concatenate(list(parts)),
                      empty=lambda generations: empty, append=lambda pool, new: concatenate([pool, new]),
@@ -355,28 +379,29 @@ def run_loop(
     _write_metrics(out, rows)
 
     host = host_model(model, source)
-    sizes = LoopParams(n_ini=loop.n_ini, n_real=loop.n_real, n_syn=loop.n_syn, lam=lam, memory=loop.memory)
+    sizes = LoopParams(n_ini=loop.n_ini, n_real=loop.n_real, n_syn=loop.n_syn, lam=lam, memory=loop.memory,
+                       n_train=loop.n_train or loop.n_ini, growth=loop.growth)
     # D_r is generation 1's training set, drawn again (same key) when a run resumes.
-    real = (first_training_set(generation_keys(seed_key, 1)[0], loop.kind, host, sizes)
+    real = (first_training_set(generation_keys(seed_key, 1).real, loop.kind, host, sizes)
             if loop.kind == "synthetic-augmentation" else None)
     x_ref = (reference if reference is not None
              else source.sample(jax.random.fold_in(init_key, 1), n_ref))
     width = len(str(generations))
     with progress_bar(total=generations, desc=label, enabled=progress, unit="gen", initial=start - 1) as bar:
         for t in range(start, generations + 1):
-            k_real, k_syn, k_fit, k_eval = generation_keys(seed_key, t)
+            keys = generation_keys(seed_key, t)
             if t == 1:
-                train = real if real is not None else first_training_set(k_real, loop.kind, host, sizes)
+                train = real if real is not None else first_training_set(keys.real, loop.kind, host, sizes)
             else:
                 if loop.accumulate and pool is None:
                     pool = host.empty(generations)
-                train, pool = training_set(k_real, k_syn, loop, host, sizes,
+                train, pool = training_set(keys, t, loop, host, sizes,
                                            history=history[-1] if loop.memory == 1 else history, valid=None,
                                            real=real, pool=pool)
-            params, _ = model.fit(k_fit, params, train)
+            params, _ = model.fit(keys.fit, params, train)
             history = (history + [params])[-loop.memory:]
 
-            k_sample, k_metrics = jax.random.split(k_eval)
+            k_sample, k_metrics = jax.random.split(keys.diagnose)
             x_model = model.sample(k_sample, params, n_eval, lam)
             metrics = evaluate(k_metrics, params, x_model, x_ref)
             rows.append({"generation": t, **{k: float(v) for k, v in metrics.items()}})

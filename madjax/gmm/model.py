@@ -127,10 +127,12 @@ class GMMSpec:
         """Rows per draw held in memory (memory estimates)."""
         return self.draw_rows
 
-    def check_loop(self, kind: str, memory: int, accumulate: bool) -> None:
+    def check_loop(self, loop) -> None:
         """Every loop variant runs: memory K via :func:`~madjax.points.mixture_rows`, the
-        accumulating pool via :func:`~madjax.points.append` (``generations · draw_rows`` rows)."""
-        del kind, memory, accumulate
+        accumulating pool via :func:`~madjax.points.append` (``generations · draw_rows`` rows),
+        accumulate-subsample via :func:`~madjax.points.subsample`; weighted mixing and
+        curation are refused (:func:`~madjax.points.refuse_operators`)."""
+        points.refuse_operators(loop, "gmm")
 
     def build(self) -> LoopModel:
         return gmm_loop_model(self)
@@ -190,4 +192,5 @@ def gmm_loop_model(spec: GMMSpec) -> LoopModel:
 
     return LoopModel(init=init, fit=fit, sample=sample, sample_real=sample_real,
                      sample_mixture=points.mixture_rows(sample_gmm, rows), concat=points.concat, empty=empty,
-                     append=points.append, size=points.size, confine=lambda data, first: data, diagnose=diagnose)
+                     append=points.append, size=points.size, confine=lambda data, first: data, diagnose=diagnose,
+                     subsample=points.subsample)
