@@ -19,6 +19,7 @@ from madjax.resources import ALLOW_LARGE
 from madjax.validation import ParameterError, check_seed
 
 LOOPS = ("fully-synthetic", "synthetic-augmentation", "fresh")
+LOOP_ALIASES = ("replace", "accumulate", "accumulate-subsample")  # madjax.loops.LOOP_ALIASES
 
 
 class _UsageError(Exception):
@@ -127,10 +128,36 @@ def _add_model(group, models, targets) -> None:
     group.add_argument("--n-eval", type=int, default=None,
                        help="point models: samples of the fitted model behind total variance, recall, precision "
                             "and modes covered (default 1000 GMM, 512 KDE)")
+    _add_gaussian_options(group)
 
 
 def _model_options(args) -> dict:
-    return dict(model=args.model, target=args.target, bandwidth=args.bandwidth, n_eval=args.n_eval)
+    return dict(model=args.model, target=args.target, bandwidth=args.bandwidth, n_eval=args.n_eval,
+                estimator=args.estimator, reference=args.reference)
+
+
+def _add_gaussian_options(group) -> None:
+    """The Gaussian's estimator and reference (every command with ``--model``)."""
+    group.add_argument("--estimator", default=None, choices=("unbiased", "mle", "known-cov"),
+                       help="Gaussian: the covariance estimator: unbiased (Eq. 1, the default), mle (ddof = 0) or "
+                            "known-cov (the mean alone, Σ fixed at the reference's)")
+    group.add_argument("--reference", default=None, metavar="REF",
+                       help="Gaussian: the reference P_r = N(μ₀, Σ₀): identity (default), power:ALPHA "
+                            "(eigenvalues k^-ALPHA) or a .npy/.npz/.txt file with Σ₀ or its eigenvalues")
+
+
+def _add_operators(group, *, scalar: bool = True) -> None:
+    """The loop operators (madjax.loops): comma lists where a command sweeps them (``scalar`` False)."""
+    number = float if scalar else _float_list
+    group.add_argument("--real-weight", type=number, default=None, metavar="W",
+                       help="weighted mixing: the fit weighs real points by W and synthetic ones by 1 - W "
+                            "(He, Xu & Cheng 2026)")
+    group.add_argument("--tilt", type=number, default=None, metavar="BETA",
+                       help="curation: draw synthetic samples from the sampler tilted by exp(-BETA |x - μ₀|²/2) "
+                            "(Ferbach et al. 2024; Gaussian)")
+    group.add_argument("--growth", type=number, default=None, metavar="ALPHA",
+                       help="growing sample sizes: generation t draws ceil(n_syn t^ALPHA) synthetic samples "
+                            "(Xu, He & Cheng 2025)")
 
 
 def _add_table(group) -> None:
@@ -170,10 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "their per-generation diagnostics to RUN.nc (dims chain, generation).")
     loop, sizes, run, output = _groups(p, "loop", "sizes", "run", "output")
     _add_model(loop, MODEL_NAMES, TARGETS)
-    loop.add_argument("--loop", required=True, choices=LOOPS, help="which self-consuming loop")
+    loop.add_argument("--loop", required=True, choices=LOOPS + LOOP_ALIASES,
+                      help="which self-consuming loop; replace = fully-synthetic, accumulate = "
+                           "synthetic-augmentation with --accumulate (real data in the pool), accumulate-subsample "
+                           "= accumulate training on a uniform subsample of --n-train points")
     loop.add_argument("--lam", type=float, default=1.0, help="sampling bias λ in (0, 1]")
     loop.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models")
     loop.add_argument("--accumulate", action="store_true", help="keep every previous generation's synthetic samples")
+    _add_operators(loop)
+    loop.add_argument("--n-syn-schedule", type=_int_list, default=None, metavar="N2,...,NT",
+                      help="synthetic sample sizes of generations 2 ... T (instead of --n-syn and --growth)")
+    loop.add_argument("--n-train", type=int, default=None,
+                      help="accumulate-subsample: points in each generation's subsample (default: n_real)")
     loop.add_argument("--engine", default=None, choices=ENGINES,
                       help="Gaussian: exact (default): sufficient statistics (Bartlett), any n at O(d³); "
                            "sampled: draw the points")
@@ -210,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--loop", required=True, choices=EFFECTIVE_LOOPS, help="which loop (both have a steady state)")
     loop.add_argument("--lam", type=float, default=1.0, help="sampling bias λ in (0, 1]")
     loop.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models")
+    _add_operators(loop)
     sizes.add_argument("--dim", type=int, default=None, help="dimension d (the grid target is 2-D)")
     sizes.add_argument("--n-real", type=int, required=True, help="real samples per generation n_r")
     sizes.add_argument("--n-syn", type=int, default=None, help="synthetic samples per generation n_s")
@@ -232,10 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "to DIR/NAME.nc at the end.")
     loop, sizes, run, output = _groups(p, "loop", "sizes", "run", "output")
     _add_model(loop, MODEL_NAMES, TARGETS)
-    loop.add_argument("--loop", required=True, choices=EFFECTIVE_LOOPS, help="which loop")
+    loop.add_argument("--loop", required=True, choices=LOOPS + LOOP_ALIASES,
+                      help="which loop: fresh or synthetic-augmentation for n_e; any with --trajectory")
     loop.add_argument("--lam", type=_float_list, default=None, help="sampling biases λ in (0, 1], comma list")
     loop.add_argument("--memory", type=_int_list, default=None, help="memories K, comma list")
+    _add_operators(loop, scalar=False)
+    loop.add_argument("--trajectory", action="store_true",
+                      help="record each cell's per-generation means and standard errors of every diagnostic "
+                           "instead of n_e (any loop and operator, growth included; needs --generations)")
+    loop.add_argument("--generations", type=int, default=None, help="generations T of a --trajectory sweep")
+    loop.add_argument("--accumulate", action="store_true", help="--trajectory: the accumulating pool")
+    loop.add_argument("--engine", default=None, choices=ENGINES, help="--trajectory, Gaussian: exact or sampled")
     sizes.add_argument("--dim", type=int, default=None, help="dimension d (the grid target is 2-D)")
+    sizes.add_argument("--n-ini", type=_int_list, default=None, help="--trajectory: real samples of generation 1")
     sizes.add_argument("--n-real", type=_int_list, default=None, help="real samples per generation n_r, comma list")
     sizes.add_argument("--n-syn", type=_int_list, default=None,
                        help="synthetic samples per generation n_s, comma list")
@@ -359,6 +404,8 @@ def _cmd_simulate(args) -> int:
         n_total=args.n_total, engine=args.engine, dtype="float64" if args.x64 else "float32",
         seed=args.seed, factor=args.factor, w2_every=args.w2_every, chunk=args.chunk, progress=not args.quiet,
         allow_large=args.allow_large, target=args.target, bandwidth=args.bandwidth, n_eval=args.n_eval,
+        estimator=args.estimator, reference=args.reference, n_train=args.n_train, real_weight=args.real_weight,
+        tilt=args.tilt, growth=args.growth, n_syn_schedule=args.n_syn_schedule,
     )
     if args.theory:
         print(theory_table(ds))
@@ -367,15 +414,20 @@ def _cmd_simulate(args) -> int:
 
 def _effective_size_command(*, loop, dim, n_real, n_syn, lam, memory, chains, seed, threshold, dtype, w2_every=1,
                             progress=True, allow_large=False, model="gaussian", target=None, bandwidth=None,
-                            n_eval=None, table_n_max=None) -> dict:
+                            n_eval=None, table_n_max=None, estimator=None, reference=None, real_weight=None,
+                            tilt=None, growth=None) -> dict:
     """``madjax effective-size``: validation first, then one computation, or with ``threshold`` two (n_s*, then
     n_e at n_s* rounded); returns the JSON record of DESIGN §10."""
     from madjax._progress import log
     from madjax.effective import admissibility_threshold, choose_model, effective_size, validate_inputs
 
+    from madjax.effective import operator_values
+
     choice = choose_model(model, dim=dim, dtype=dtype, target=target, w2_every=w2_every, bandwidth=bandwidth,
-                          n_eval=n_eval)
+                          n_eval=n_eval, estimator=estimator, reference=reference)
     validate_inputs(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype, choice)
+    ops = dict(real_weight=real_weight, tilt=tilt, growth=growth)
+    operator_values(**ops)
     if threshold and n_syn is not None:
         raise ParameterError("threshold", "searches n_s itself: omit --n-syn")
     if not threshold and n_syn is None:
@@ -383,18 +435,18 @@ def _effective_size_command(*, loop, dim, n_real, n_syn, lam, memory, chains, se
     if threshold:
         found = admissibility_threshold(loop=loop, n_real=n_real, lam=lam, memory=memory, chains=chains,
                                         seed=seed, progress=progress, allow_large=allow_large, model=choice,
-                                        table_n_max=table_n_max)
+                                        table_n_max=table_n_max, **ops)
         star = found["n_syn_star"]
         n_syn_eval = int(round(star)) if star is not None else int(found["n_syn_star_lo"])
         log.info("evaluating n_e at n_s = %d (n_s* rounded)", n_syn_eval)
         result = effective_size(loop=loop, n_real=n_real, n_syn=n_syn_eval, lam=lam, memory=memory,
                                 chains=chains, seed=seed, allow_large=allow_large, model=choice,
-                                table_n_max=table_n_max)
+                                table_n_max=table_n_max, **ops)
         result["n_syn"] = n_syn_eval
         result.update({k: found[k] for k in ("n_syn_star", "n_syn_star_lo", "n_syn_star_hi")})
         return result
     return effective_size(loop=loop, n_real=n_real, n_syn=n_syn, lam=lam, memory=memory, chains=chains,
-                          seed=seed, allow_large=allow_large, model=choice, table_n_max=table_n_max)
+                          seed=seed, allow_large=allow_large, model=choice, table_n_max=table_n_max, **ops)
 
 
 def _cmd_effective_size(args) -> int:
@@ -402,7 +454,8 @@ def _cmd_effective_size(args) -> int:
         loop=args.loop, dim=args.dim, n_real=args.n_real, n_syn=args.n_syn, lam=args.lam,
         memory=args.memory, chains=args.chains, seed=args.seed, threshold=args.threshold,
         dtype="float64" if args.x64 else "float32", w2_every=args.w2_every, progress=not args.quiet,
-        allow_large=args.allow_large, table_n_max=args.table_n_max, **_model_options(args),
+        allow_large=args.allow_large, table_n_max=args.table_n_max, real_weight=args.real_weight, tilt=args.tilt,
+        growth=args.growth, **_model_options(args),
     )
     if args.json:
         print(json.dumps(result))
@@ -415,12 +468,16 @@ def _cmd_effective_size(args) -> int:
 
 def _sweep_command(*, values: dict, grid_file: str | None, out: str, name: str, loop: str, dim: int, chains: int,
                    seed: int, dtype: str, progress: bool, allow_large: bool, model="gaussian", target=None,
-                   bandwidth=None, n_eval=None, table_n_max=None):
+                   bandwidth=None, n_eval=None, table_n_max=None, estimator=None, reference=None,
+                   trajectory: bool = False, generations: int | None = None, accumulate: bool = False,
+                   engine=None):
     """``madjax sweep``: ``values`` (a list per parameter, None where not given) or a JSON ``grid_file``;
-    lists with one value are fixed, longer lists are swept. Prints the exported file unless quiet."""
+    lists with one value are fixed, longer lists are swept. Prints the exported file unless quiet.
+    With ``trajectory``, per-generation means and standard errors instead of n_e
+    (:func:`madjax.sweeps.run_trajectory_sweep`)."""
     import os
 
-    from madjax.sweeps import read_grid_file, run_effective_sweep
+    from madjax.sweeps import read_grid_file, run_effective_sweep, run_trajectory_sweep
 
     if grid_file is not None:
         values = read_grid_file(grid_file)
@@ -433,21 +490,35 @@ def _sweep_command(*, values: dict, grid_file: str | None, out: str, name: str, 
         if first is None:
             raise ParameterError("n_real", "no grid given")
         grid = {first: [fixed.pop(first)]}
-    ds = run_effective_sweep(out, name, loop=loop, dim=dim, grid=grid, fixed=fixed, chains=chains, seed=seed,
-                             dtype=dtype, progress=progress, allow_large=allow_large, model=model, target=target,
-                             bandwidth=bandwidth, n_eval=n_eval, table_n_max=table_n_max)
+    if trajectory:
+        if generations is None:
+            raise ParameterError("generations", "is required with --trajectory")
+        ds = run_trajectory_sweep(out, name, loop=loop, grid=grid, fixed=fixed, generations=generations,
+                                  chains=chains, seed=seed, progress=progress, allow_large=allow_large, dim=dim,
+                                  dtype=dtype, model=model, target=target, bandwidth=bandwidth, n_eval=n_eval,
+                                  estimator=estimator, reference=reference, accumulate=accumulate, engine=engine)
+    else:
+        for option, value in (("generations", generations), ("accumulate", accumulate or None), ("engine", engine)):
+            if value is not None:
+                raise ParameterError(option, "is an option of --trajectory sweeps")
+        ds = run_effective_sweep(out, name, loop=loop, dim=dim, grid=grid, fixed=fixed, chains=chains, seed=seed,
+                                 dtype=dtype, progress=progress, allow_large=allow_large, model=model,
+                                 target=target, bandwidth=bandwidth, n_eval=n_eval, table_n_max=table_n_max,
+                                 estimator=estimator, reference=reference)
     if progress:
         print(os.path.join(out, f"{name}.nc"))
     return ds
 
 
 def _cmd_sweep(args) -> int:
-    from madjax.sweeps import SWEEP_PARAMS
+    from madjax.sweeps import SWEEP_PARAMS, TRAJECTORY_PARAMS
 
-    _sweep_command(values={k: getattr(args, k) for k in SWEEP_PARAMS if k != "n_ini"}, grid_file=args.grid,
+    names = TRAJECTORY_PARAMS if args.trajectory else [k for k in SWEEP_PARAMS if k != "n_ini"] + ["growth"]
+    _sweep_command(values={k: getattr(args, k, None) for k in names}, grid_file=args.grid,
                    out=args.out, name=args.name, loop=args.loop, dim=args.dim, chains=args.chains, seed=args.seed,
                    dtype="float64" if args.x64 else "float32", progress=not args.quiet, allow_large=args.allow_large,
-                   table_n_max=args.table_n_max, **_model_options(args))
+                   table_n_max=args.table_n_max, trajectory=args.trajectory, generations=args.generations,
+                   accumulate=args.accumulate, engine=args.engine, **_model_options(args))
     return 0
 
 

@@ -60,10 +60,12 @@ from madjax.validation import (
     ParameterError,
     check_choice,
     check_dtype,
+    check_fraction,
     check_int,
     check_int32,
     check_lam,
     check_loop_sizes,
+    check_nonnegative,
     check_seed,
 )
 
@@ -78,9 +80,13 @@ EXTEND_BATCH = 4  # cells per call when cells are rerun at a longer horizon
 # ----------------------------------------------------------------------------- burn-in
 
 
-def contraction(n_real: int, n_syn: int, memory: int = 1) -> float:
-    """Slowest per-generation contraction factor of the loop's mean (see module docstring)."""
-    rho = n_syn / (n_real + n_syn) if n_real + n_syn > 0 else 0.0
+def contraction(n_real: int, n_syn: int, memory: int = 1, weight: float | None = None) -> float:
+    """Slowest per-generation contraction factor of the loop's mean (see module docstring); with
+    weighted mixing the synthetic part's weight ``1 − w`` (an empty part takes no weight)."""
+    if weight is not None:
+        rho = 0.0 if n_syn == 0 else (1.0 if n_real == 0 else 1.0 - weight)
+    else:
+        rho = n_syn / (n_real + n_syn) if n_real + n_syn > 0 else 0.0
     if memory == 1 or rho == 0.0:
         return rho
     return _dominant_root(rho, memory)
@@ -105,14 +111,35 @@ def _dominant_root(rho: float, memory: int) -> float:
             hi = mid
 
 
-def burn_in(n_real: int, n_syn: int, memory: int = 1, tol: float = TOL) -> int:
-    """Generations discarded: smallest b ≥ 1 with ``contraction^b ≤ tol``."""
-    rho = contraction(n_real, n_syn, memory)
+def burn_in(n_real: int, n_syn: int, memory: int = 1, tol: float = TOL, weight: float | None = None) -> int:
+    """Generations discarded: smallest b ≥ 1 with ``contraction^b ≤ tol``. (Curation only adds
+    contraction: the tilt shrinks the mean towards μ₀, so its burn-in is bounded by this one.)"""
+    rho = contraction(n_real, n_syn, memory, weight)
     if rho <= 0.0:
         return 1
     if rho >= 1.0:
+        if weight is not None:
+            raise ParameterError("real_weight", "w = 0 gives the real data no weight: the loop never forgets G¹")
         raise ParameterError("n_real", "the loop has no real data and never forgets G¹")
     return max(1, math.ceil(math.log(tol) / math.log(rho)))
+
+
+def cell_burn_in(cell: dict) -> int:
+    """:func:`burn_in` of a cell (a dict of :class:`~madjax.loops.LoopParams` fields)."""
+    return burn_in(cell["n_real"], cell["n_syn"], cell.get("memory", 1), weight=cell.get("real_weight"))
+
+
+OPERATORS = {"real_weight": "weighted", "tilt": "tilted"}
+"""Loop operators with a stationary state, by their :class:`~madjax.loops.LoopParams` leaf and the
+:class:`~madjax.loops.LoopSpec` flag that turns them on: a cell that names the leaf uses the operator."""
+
+
+def cell_operators(cells: list[dict]) -> dict:
+    """The :class:`~madjax.loops.LoopSpec` flags of a batch of cells (every cell names the same leaves)."""
+    flags = {flag: leaf in cells[0] for leaf, flag in OPERATORS.items()}
+    if any((leaf in c) != flags[flag] for c in cells for leaf, flag in OPERATORS.items()):
+        raise ParameterError("grid", "every cell of a batch must use the same loop operators")
+    return flags
 
 
 def horizon(burn: int, min_window: int = MIN_WINDOW) -> int:
@@ -181,7 +208,21 @@ def summarize(state: SteadyState, burn: int, generations: int) -> WDEstimate:
 def cell_factor(loop: str, dim: int, cell: dict) -> str:
     """The factorisation of one cell (:func:`madjax.gaussian.choose_factor`): a property of the cell alone."""
     return choose_factor(loop, dim, n_ini=cell.get("n_ini", max(cell["n_real"], 2)), n_real=cell["n_real"],
-                         n_syn=cell["n_syn"])
+                         n_syn=cell["n_syn"], weighted="real_weight" in cell)
+
+
+def operator_values(real_weight=None, tilt=None, growth=None) -> dict:
+    """Validated stationary operators as cell entries (:data:`OPERATORS`); growth is refused: growing
+    sample sizes have no stationary state, so neither WD nor n_e exists (one line naming the option)."""
+    if growth:
+        raise ParameterError("growth", "growing sample sizes have no stationary state, so no n_e: run simulate, "
+                                       "or sweep --trajectory")
+    out = {}
+    if real_weight is not None:
+        out["real_weight"] = check_fraction(real_weight, "real_weight")
+    if tilt is not None:
+        out["tilt"] = check_nonnegative("tilt", tilt, maximum=1e6)
+    return out
 
 
 def gaussian_choice(model: ModelChoice | None, dim, dtype="float32", w2_every=1) -> ModelChoice:
@@ -207,12 +248,13 @@ def steady_wd_cells(cells: list[dict], *, loop: str, dim: int | None = None, cha
     model's buffer capacity level), one compilation per group.
     """
     model = gaussian_choice(model, dim, dtype, w2_every)
+    operators = cell_operators(cells)
     groups: dict = {}
     for i, cell in enumerate(cells):
         groups.setdefault(model.group_key(loop, cell), []).append(i)
     results: list[WDEstimate | None] = [None] * len(cells)
     for key, idx in groups.items():
-        spec = LoopSpec(kind=loop, memory=memory_slots, model=model.group_spec(key))
+        spec = LoopSpec(kind=loop, memory=memory_slots, model=model.group_spec(key), **operators)
         for i, est in zip(idx, _steady_wd_group([cells[i] for i in idx], spec, model, chains=chains, seed=seed,
                                                 batch=batch, extend=extend, horizon_T=horizon_T)):
             results[i] = est
@@ -237,7 +279,7 @@ def check_steady_resources(cells: list[dict], *, dim: int | None = None, chains:
                          generations=1)
     rows = max(max(c.get("n_ini", 0), c["n_real"], c["n_syn"]) for c in cells)
     per_chain, per_chain_gen = model.cost(memory_slots, rows)
-    burns = [burn_in(c["n_real"], c["n_syn"], c.get("memory", 1)) for c in cells]
+    burns = [cell_burn_in(c) for c in cells]
     horizons = [horizon_T or (horizon_level(b) if by_level else horizon(b)) for b in burns]
     longest = max(horizons)
     check_int32("n_syn", (longest << extend) + 1, f"the horizon of the slowest cell (2**{extend} x {longest} "
@@ -256,7 +298,7 @@ def check_steady_resources(cells: list[dict], *, dim: int | None = None, chains:
 def _steady_wd_group(cells: list[dict], spec: LoopSpec, model: ModelChoice, *, chains: int, seed: int,
                      batch: int | None, extend: int, horizon_T: int | None) -> list[WDEstimate]:
     dtype, memory_slots = spec.dtype, spec.memory
-    burns = [burn_in(c["n_real"], c["n_syn"], c.get("memory", 1)) for c in cells]
+    burns = [cell_burn_in(c) for c in cells]
     generations = horizon_T or max(horizon(b) for b in burns)
     results: list[WDEstimate | None] = [None] * len(cells)
     todo = list(range(len(cells)))
@@ -473,7 +515,8 @@ def result_record(est: WDEstimate, ne: EffectiveSize, n_real: int, chains: int) 
 
 def effective_size(*, loop="fresh", dim=None, n_real, n_syn, lam=1.0, memory=1, chains=256, seed=0,
                    dtype="float32", w2_every=1, allow_large=False, model="gaussian", target=None, bandwidth=None,
-                   n_eval=None, table_n_max=None) -> dict:
+                   n_eval=None, table_n_max=None, estimator=None, reference=None, real_weight=None, tilt=None,
+                   growth=None) -> dict:
     """WD(n_r, n_s, λ), n_e and n_e/n_r with standard errors (Eq. 2, 3).
 
     ``model`` is any jittable model of :data:`madjax.models.MODELS`
@@ -485,7 +528,11 @@ def effective_size(*, loop="fresh", dim=None, n_real, n_syn, lam=1.0, memory=1, 
 
     ``w2_every = k`` averages W2 over every k-th generation of the steady
     window (consecutive generations are strongly correlated, so the standard
-    error grows far less than √k; it is reported as measured). A request
+    error grows far less than √k; it is reported as measured). The Gaussian's
+    ``estimator`` and ``reference``, and the stationary loop operators
+    ``real_weight`` (weighted mixing) and ``tilt`` (curation), apply to the
+    loop and to the E-dist table alike (the table's G(n) is the same model
+    fitted to n real points); ``growth`` is refused (no stationary state). A request
     whose burn-in or size makes the run absurd is refused unless
     ``allow_large`` (:func:`check_steady_resources`).
 
@@ -500,14 +547,16 @@ def effective_size(*, loop="fresh", dim=None, n_real, n_syn, lam=1.0, memory=1, 
       True
     """
     choice = choose_model(model, dim=dim, dtype=dtype, target=target, w2_every=w2_every, bandwidth=bandwidth,
-                          n_eval=n_eval)
+                          n_eval=n_eval, estimator=estimator, reference=reference)
     loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype = validate_inputs(
         loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype, choice)
     if n_syn is None:
         raise ParameterError("n_syn", "is required (or use threshold search)")
     if table_n_max is not None:
         check_int("table_n_max", table_n_max, minimum=choice.entry.table[0] + 1)
-    cell = dict(n_real=n_real, n_syn=n_syn, lam=lam, memory=memory)
+    cell = dict(n_real=n_real, n_syn=n_syn, lam=lam, memory=memory,
+                **operator_values(real_weight=real_weight, tilt=tilt, growth=growth))
+    cell_burn_in(cell)  # w = 0: no stationary state, one line before any work
     check_steady_resources([cell], chains=chains, memory_slots=memory, allow_large=allow_large, model=choice)
     table = edist_table(model=choice, n_max=table_n_max)
     (est,) = steady_wd_cells([cell], loop=loop, chains=chains, seed=seed, memory_slots=memory, model=choice)
@@ -515,11 +564,11 @@ def effective_size(*, loop="fresh", dim=None, n_real, n_syn, lam=1.0, memory=1, 
 
 
 def choose_model(model="gaussian", *, dim=None, dtype="float32", target=None, w2_every=1, bandwidth=None,
-                 n_eval=None) -> ModelChoice:
+                 n_eval=None, estimator=None, reference=None) -> ModelChoice:
     """The :class:`~madjax.models.ModelChoice` of keyword options (only the model's own may be given)."""
     if isinstance(model, ModelChoice):
         return model
-    options = dict(bandwidth=bandwidth, n_eval=n_eval)
+    options = dict(bandwidth=bandwidth, n_eval=n_eval, estimator=estimator, reference=reference)
     check_int("w2_every", w2_every, minimum=1)
     if w2_every != 1 or model in ("gaussian", "kde"):
         options["w2_every"] = w2_every  # an option of the models that thin their w2 (an error for the others)
@@ -527,9 +576,10 @@ def choose_model(model="gaussian", *, dim=None, dtype="float32", target=None, w2
 
 
 def ratio_curve(n_syn_values, *, loop, dim=None, n_real, lam, memory, chains, seed, dtype="float32", table,
-                horizon_T=None, w2_every=1, model: ModelChoice | None = None):
-    """n_e/n_r and its se for several n_s at once (one compilation, common random numbers)."""
-    cells = [dict(n_real=n_real, n_syn=int(s), lam=lam, memory=memory) for s in n_syn_values]
+                horizon_T=None, w2_every=1, model: ModelChoice | None = None, operators: dict | None = None):
+    """n_e/n_r and its se for several n_s at once (one compilation, common random numbers);
+    ``operators`` as returned by :func:`operator_values`."""
+    cells = [dict(n_real=n_real, n_syn=int(s), lam=lam, memory=memory, **(operators or {})) for s in n_syn_values]
     ests = steady_wd_cells(cells, loop=loop, dim=dim, chains=chains, seed=seed, dtype=dtype, memory_slots=memory,
                            horizon_T=horizon_T, w2_every=w2_every, model=model)
     recs = [result_record(e, invert(table, e.wd, e.wd_se), n_real, chains) for e in ests]
@@ -546,7 +596,8 @@ def threshold_grid(n_real: int, ratio_max: float = 100.0, points: int = 9) -> np
 def admissibility_threshold(*, loop="fresh", dim=None, n_real, lam, memory=1, chains=256, seed=0, dtype="float32",
                             ratio_max: float = 100.0, points: int = 9, z: float = 1.96, w2_every: int = 1,
                             progress: bool = False, allow_large: bool = False, model="gaussian", target=None,
-                            bandwidth=None, n_eval=None, table_n_max=None) -> dict:
+                            bandwidth=None, n_eval=None, table_n_max=None, estimator=None, reference=None,
+                            real_weight=None, tilt=None, growth=None) -> dict:
     """The admissibility boundary n_s*(n_r, λ): where n_e/n_r crosses 1.
 
     A coarse log grid of n_s ∈ [0.05 n_r, ratio_max · n_r] brackets the sign
@@ -559,23 +610,25 @@ def admissibility_threshold(*, loop="fresh", dim=None, n_real, lam, memory=1, ch
     ``n_syn_star_lo`` is the largest n_s tried (a lower bound). ``w2_every``
     as in :func:`effective_size`, ``allow_large`` as in :func:`effective_size`;
     ``progress`` shows a bar over the n_s evaluated; the model and its options
-    as in :func:`effective_size`.
+    as in :func:`effective_size`, and so are the operators.
     """
     choice = choose_model(model, dim=dim, dtype=dtype, target=target, w2_every=w2_every, bandwidth=bandwidth,
-                          n_eval=n_eval)
+                          n_eval=n_eval, estimator=estimator, reference=reference)
     loop, dim, n_real, _, lam, memory, chains, seed, dtype = validate_inputs(
         loop, dim, n_real, None, lam, memory, chains, seed, dtype, choice)
+    operators = operator_values(real_weight=real_weight, tilt=tilt, growth=growth)
     check_int32("n_real", round(n_real * ratio_max) + n_real, f"n_real + the largest n_syn searched "
                                                               f"({ratio_max:g} n_real)")
     grid = threshold_grid(n_real, ratio_max, points)
     # one horizon for every evaluation: same chains, same generations (CRN)
-    horizon_T = max(horizon(burn_in(n_real, int(s), memory)) for s in grid)
-    check_steady_resources([dict(n_real=n_real, n_syn=int(s), memory=memory) for s in grid] * 2, chains=chains,
+    horizon_T = max(horizon(burn_in(n_real, int(s), memory, weight=operators.get("real_weight"))) for s in grid)
+    check_steady_resources([dict(n_real=n_real, n_syn=int(s), memory=memory, **operators) for s in grid] * 2,
+                           chains=chains,
                            memory_slots=memory, horizon_T=horizon_T, allow_large=allow_large,
                            model=choice)  # twice: the bracket, then as many points inside it
     table = edist_table(model=choice, n_max=table_n_max)
     kw = dict(loop=loop, n_real=n_real, lam=lam, memory=memory, chains=chains, seed=seed, table=table,
-              horizon_T=horizon_T, model=choice)
+              horizon_T=horizon_T, model=choice, operators=operators)
     with progress_bar(total=len(grid) + points, desc=f"n_s* root finding (n_r = {n_real}, λ = {lam:g})",
                       enabled=progress, unit="n_s") as bar:
         return _bracket_and_refine(grid, kw, points, z, bar)

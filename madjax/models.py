@@ -185,8 +185,8 @@ class ModelChoice:
             from madjax.gaussian import choose_factor
 
             factor = dict(self.options).get("factor", "auto")
-            return choose_factor(loop, self.dim, n_ini=n_ini, n_real=cell["n_real"],
-                                 n_syn=cell["n_syn"]) if factor in ("auto", None) else factor
+            return choose_factor(loop, self.dim, n_ini=n_ini, n_real=cell["n_real"], n_syn=cell["n_syn"],
+                                 weighted="real_weight" in cell) if factor in ("auto", None) else factor
         return capacity_level(max(n_ini, cell["n_real"], cell["n_syn"]))
 
     def group_spec(self, key) -> ModelSpec:

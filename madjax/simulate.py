@@ -30,6 +30,7 @@ from madjax.validation import (
     check_int32,
     check_lam,
     check_loop_sizes,
+    check_nonnegative,
     check_seed,
     check_writable,
     resolve_loop_sizes,
@@ -211,17 +212,6 @@ def check_operators(*, loop, generations, n_ini, n_syn, subsample=False, n_train
     if (growth or n_syn_schedule is not None) and loop != "fully-synthetic" and n_syn == 0 and not n_syn_schedule:
         raise ParameterError("growth", "grows the synthetic sample: it needs n_syn > 0")
     return ops
-
-
-def check_nonnegative(name: str, value, maximum: float) -> float:
-    """A finite number in [0, maximum] (one line naming the option otherwise)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(name, f"must be a number, got {value!r}") from None
-    if not np.isfinite(value) or not 0 <= value <= maximum:
-        raise ParameterError(name, f"must be in [0, {maximum:g}], got {value!r}")
-    return value
 
 
 def _gaussian_factor(options, loop, dim, n_ini, n_real, n_syn, memory, accumulate, ops) -> str:

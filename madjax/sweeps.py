@@ -1,7 +1,11 @@
 """Resumable sweeps of n_e/n_r (or WD trajectories) over grids of loop parameters.
 
 A sweep is a grid of cells over any of ``n_real, n_syn, lam, memory,
-real_fraction, n_total, n_ini``. Cells run in vectorised batches (all swept values are traced; cells are
+real_fraction, n_total, n_ini`` and the stationary loop operators ``real_weight``
+(weighted mixing) and ``tilt`` (curation). A *trajectory* sweep
+(:func:`run_trajectory_sweep`) records instead, per cell, the chains' mean and
+standard error of every diagnostic per generation, for any loop and every
+operator, growing sample sizes (``growth``) included, which have no steady state. Cells run in vectorised batches (all swept values are traced; cells are
 grouped by horizon level, a power of two of T, so a grid compiles once per
 level and no cell runs the slowest cell's horizon) with common random numbers:
 chain i has the same key in every cell. Each finished batch is written at
@@ -21,11 +25,15 @@ with one line otherwise (:class:`CellStore`, :mod:`madjax.io`).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
 import os
 import shutil
+
+import jax
+import jax.numpy as jnp
 
 import numpy as np
 import xarray as xr
@@ -33,7 +41,7 @@ import xarray as xr
 from madjax._progress import WeightedProgress, log
 from madjax.effective import (
     EFFECTIVE_LOOPS,
-    burn_in,
+    cell_burn_in,
     check_steady_resources,
     choose_model,
     edist_table,
@@ -65,11 +73,13 @@ from madjax.validation import (
     check_int,
     check_lam,
     check_name,
+    check_nonnegative,
     check_seed,
     check_writable,
 )
 
-SWEEP_PARAMS = ("n_real", "n_syn", "lam", "memory", "real_fraction", "n_total", "n_ini")
+SWEEP_PARAMS = ("n_real", "n_syn", "lam", "memory", "real_fraction", "n_total", "n_ini", "real_weight", "tilt")
+TRAJECTORY_PARAMS = ("n_ini", "n_real", "n_syn", "lam", "memory", "growth", "real_weight", "tilt")
 _INT_PARAMS = {"n_real", "n_syn", "memory", "n_total", "n_ini"}
 OUTPUTS = ("wd", "wd_se", "n_e", "n_e_se", "n_e_ratio", "n_e_ratio_se", "n_e_bound", "converged", "burn_in")
 _BOUND_CODE = {None: 0, "lower": 1, "upper": 2}
@@ -80,14 +90,19 @@ def validate_grid(grid: dict, fixed: dict) -> dict:
     if not grid:
         raise ParameterError("grid", "needs at least one swept parameter")
     for name, values in {**grid, **{k: [v] for k, v in fixed.items()}}.items():
+        if name == "growth":
+            raise ParameterError("growth", "growing sample sizes have no steady state, so no n_e: use a "
+                                           "trajectory sweep (--trajectory)")
         check_choice("grid", name, SWEEP_PARAMS)
         if len(values) == 0:
             raise ParameterError(name, "needs at least one value")
         for v in values:
             if name == "lam":
                 check_lam(v)
-            elif name == "real_fraction":
-                check_fraction(v)
+            elif name in ("real_fraction", "real_weight"):
+                check_fraction(v, name)
+            elif name == "tilt":
+                check_nonnegative(name, v, maximum=1e6)
             else:
                 check_int(name, v, minimum={"memory": 1, "n_ini": 2, "n_real": 2 if "real_fraction" not in grid
                                              and "real_fraction" not in fixed else 0}.get(name, 0),
@@ -240,7 +255,8 @@ class CellStore:
 def run_effective_sweep(out: str, name: str, *, loop: str, dim: int | None = None, grid: dict,
                         fixed: dict | None = None, chains: int = 256, seed: int = 0, dtype: str = "float32",
                         batch: int = 16, progress: bool = True, allow_large: bool = False, model="gaussian",
-                        target=None, bandwidth=None, n_eval=None, table_n_max=None) -> xr.Dataset:
+                        target=None, bandwidth=None, n_eval=None, table_n_max=None, estimator=None,
+                        reference=None) -> xr.Dataset:
     """n_e/n_r, WD and their standard errors over a grid; resumable (see module docstring).
 
     Args:
@@ -250,8 +266,8 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int | None = Non
       name: a plain file name (it may not leave ``out``).
       allow_large: run even a grid whose estimated memory or time is absurd
         (:func:`madjax.effective.check_steady_resources`).
-      model, target, bandwidth, n_eval, table_n_max: the jittable model and its
-        options, as in :func:`madjax.effective.effective_size` (a
+      model, target, bandwidth, n_eval, table_n_max, estimator, reference: the
+        jittable model and its options, as in :func:`madjax.effective.effective_size` (a
         :class:`~madjax.models.ModelChoice` is accepted too).
 
     Everything is validated before the first file is written.
@@ -261,7 +277,8 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int | None = Non
     """
     fixed = dict(fixed or {})
     check_choice("loop", loop, EFFECTIVE_LOOPS)
-    choice = choose_model(model, dim=dim, dtype=dtype, target=target, bandwidth=bandwidth, n_eval=n_eval)
+    choice = choose_model(model, dim=dim, dtype=dtype, target=target, bandwidth=bandwidth, n_eval=n_eval,
+                          estimator=estimator, reference=reference)
     dim, dtype = choice.dim, choice.dtype
     if table_n_max is not None:
         check_int("table_n_max", table_n_max, minimum=choice.entry.table[0] + 1)
@@ -272,6 +289,9 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int | None = Non
     check_name("name", name)
     grid = {k: [int(v) if k in _INT_PARAMS else float(v) for v in vals] for k, vals in validate_grid(grid, fixed).items()}
     names = list(grid)
+    weights = grid.get("real_weight", []) + ([fixed["real_weight"]] if "real_weight" in fixed else [])
+    if any(w <= 0 for w in weights):  # refused up front, not when the cell comes
+        raise ParameterError("real_weight", "w = 0 gives the real data no weight: no steady state")
     # Enumerating the cells costs time too: a grid too large to run is refused before it is listed.
     n_cells = math.prod(len(v) for v in grid.values())
     check_budget(max(grid, key=lambda k: len(grid[k])), what=f"a grid of {n_cells} cells x {chains} chains",
@@ -288,7 +308,7 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int | None = Non
     check_steady_resources(cells, chains=chains, memory_slots=memory_slots, batch=batch, by_level=True,
                            allow_large=allow_large, model=choice)
     # Cells are grouped by horizon level (powers of two of T): one compilation per level.
-    levels = [horizon_level(burn_in(c["n_real"], c["n_syn"], c["memory"])) for c in cells]
+    levels = [horizon_level(cell_burn_in(c)) for c in cells]
     config = {"loop": loop, "grid": grid, "fixed": fixed, "chains": chains, "seed": seed, **choice.record(),
               "table_n_max": table_n_max}
     os.makedirs(out, exist_ok=True)
@@ -324,6 +344,94 @@ def run_effective_sweep(out: str, name: str, *, loop: str, dim: int | None = Non
     log.info("%s: exporting %s", name, os.path.join(out, f"{name}.nc"))
     ds = store.export(os.path.join(out, f"{name}.nc"))
     return ds
+
+
+def run_trajectory_sweep(out: str, name: str, *, loop: str, grid: dict, fixed: dict | None = None,
+                         generations: int, chains: int = 256, seed: int = 0, progress: bool = True,
+                         allow_large: bool = False, **options) -> xr.Dataset:
+    """Per-generation means and standard errors of every diagnostic over a grid; resumable.
+
+    Each cell is a :func:`madjax.simulate.simulate` request (``loop`` -- any
+    loop or alias --, ``options``: its model, sizes and operators as keywords,
+    with the swept values of :data:`TRAJECTORY_PARAMS` from ``grid`` and
+    ``fixed``). Cells with the same static spec run in one compiled, vmapped
+    call with common random numbers (chain i has the same key in every cell),
+    so a sweep over ``growth``, ``real_weight``, ``tilt`` or λ compiles once.
+    Every cell is validated (and the whole grid's memory and time estimated)
+    before the store is created; finished cells are written to
+    ``out/name.zarr`` at once and the store is exported to ``out/name.nc``.
+
+    Returns:
+      ``xarray.Dataset`` with ``<diagnostic>_mean`` and ``<diagnostic>_se``
+      on the grid dims and ``generation``.
+    """
+    from madjax.loops import run_cells_jit, run_chunked, stack_params
+    from madjax.simulate import check_resources, default_chunk, make_config
+
+    fixed = dict(fixed or {})
+    if not grid:
+        raise ParameterError("grid", "needs at least one swept parameter")
+    for key in {**grid, **fixed}:
+        check_choice("grid", key, TRAJECTORY_PARAMS)
+    for key, values in grid.items():
+        if len(values) == 0:
+            raise ParameterError(key, "needs at least one value")
+    check_writable("out", out, directory=True)
+    check_name("name", name)
+    chains = check_int("chains", chains, minimum=2, maximum=INT32_MAX)
+    seed = check_seed(seed)
+    names = list(grid)
+    combos = list(itertools.product(*grid.values()))
+    configs = [make_config(loop=loop, generations=generations, chains=chains, seed=seed,
+                           **{**options, **fixed, **dict(zip(names, combo))}) for combo in combos]
+    for config in configs:
+        check_resources(config, allow_large=allow_large)
+    check_budget(max(grid, key=lambda k: len(grid[k])), what=f"a grid of {len(configs)} cells x {chains} chains x "
+                                                           f"{generations} generations",
+                 seconds=len(configs) * (CELL_S + chains * generations * chain_generation_seconds(configs[0].dim)),
+                 allow_large=allow_large)
+    groups: dict = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(config.spec(), []).append(i)
+    first_spec = next(iter(groups))
+    shapes = jax.eval_shape(lambda: run_cells_jit(jax.random.key(0), jnp.arange(1, dtype=jnp.uint32),
+                                                  stack_params([configs[0].params()]), first_spec, generations))
+    shapes = shapes._asdict() if hasattr(shapes, "_asdict") else shapes
+    fields = [k for k, v in shapes.items() if jnp.issubdtype(v.dtype, jnp.floating)]
+    record = {"loop": loop, "grid": {k: list(map(float, v)) for k, v in grid.items()}, "fixed": fixed,
+              "generations": generations, "chains": chains, "seed": seed,
+              "cell": json.loads(json.dumps(dataclasses.asdict(configs[0]), default=str))}
+    os.makedirs(out, exist_ok=True)
+    per_gen = (("generation",), (generations,), np.float64, np.nan)
+    outputs = {f"{k}_{stat}": per_gen for k in fields for stat in ("mean", "se")}
+    store = CellStore(os.path.join(out, f"{name}.zarr"), {k: list(v) for k, v in grid.items()}, outputs, record,
+                      fixed, nan_ok=tuple(outputs))
+    index = store.cells()
+    done = store.done()
+    with WeightedProgress([chains] * len(configs), done=[i for i, idx in enumerate(index) if done[idx]],
+                          desc=name, enabled=progress) as bar:
+        for spec, idx in groups.items():
+            todo = [i for i in idx if not done[index[i]]]
+            if not todo:
+                continue
+            params = stack_params([configs[i].params() for i in todo])
+            chunk = max(1, default_chunk(configs[todo[0]]) // len(todo))  # cells × chunk near 1 GiB
+
+            def chunk_fn(ids, params=params, spec=spec):
+                out = run_cells_jit(jax.random.key(seed), ids, params, spec, generations)
+                out = out._asdict() if hasattr(out, "_asdict") else out
+                return {k: jnp.moveaxis(out[k], 1, 0) for k in fields}  # chains first
+
+            records = run_chunked(chunk_fn, chains=chains, chunk=chunk)
+            for j, i in enumerate(todo):
+                values = {}
+                for k in fields:
+                    x = np.asarray(records[k][:, j], np.float64)
+                    values[f"{k}_mean"] = x.mean(0)
+                    values[f"{k}_se"] = x.std(0, ddof=1) / math.sqrt(chains)
+                store.write(index[i], values)
+            bar.advance(todo)
+    return store.export(os.path.join(out, f"{name}.nc"))
 
 
 # A grid file lists a few values per parameter; reading stops past this size

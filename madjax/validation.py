@@ -107,6 +107,14 @@ def check_lam(value: Any, param: str = "lam") -> float:
     return value
 
 
+def check_nonnegative(param: str, value: Any, maximum: float) -> float:
+    """A finite number in [0, maximum]."""
+    value = check_float(param, value)
+    if not 0.0 <= value <= maximum:
+        raise ParameterError(param, f"must be in [0, {maximum:g}], got {value:g}")
+    return value
+
+
 def check_fraction(value: Any, param: str = "real_fraction") -> float:
     """p ∈ [0, 1]."""
     value = check_float(param, value)
