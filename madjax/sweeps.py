@@ -366,7 +366,7 @@ def run_trajectory_sweep(out: str, name: str, *, loop: str, grid: dict, fixed: d
       on the grid dims and ``generation``.
     """
     from madjax.loops import run_cells_jit, run_chunked, stack_params
-    from madjax.simulate import check_resources, default_chunk, make_config
+    from madjax.simulate import chain_cost, check_resources, make_config
 
     fixed = dict(fixed or {})
     if not grid:
@@ -415,7 +415,8 @@ def run_trajectory_sweep(out: str, name: str, *, loop: str, grid: dict, fixed: d
             if not todo:
                 continue
             params = stack_params([configs[i].params() for i in todo])
-            chunk = max(1, default_chunk(configs[todo[0]]) // len(todo))  # cells × chunk near 1 GiB
+            # cells × chunk near 1 GiB; all chains in one chunk where they fit (one shape, one compilation)
+            chunk = max(1, min(chains, (1 << 30) // (chain_cost(configs[todo[0]])[0] * len(todo))))
 
             def chunk_fn(ids, params=params, spec=spec):
                 out = run_cells_jit(jax.random.key(seed), ids, params, spec, generations)
