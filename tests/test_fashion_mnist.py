@@ -206,6 +206,44 @@ def test_reproduce_an_image_figure_on_the_slice(tmp_path):
         assert '"data": "fashion-mnist"' in f.read()
 
 
+# ----------------------------------------------------------------------------- the degradations
+
+
+def test_degradations_do_what_they_say(fashion):
+    from conftest import zcrit
+
+    from madjax.deep.degrade import gaussian_kernel
+
+    x = fashion.x_train[:50]
+    k = gaussian_kernel(1.0)
+    assert k.shape == (7,) and abs(k.sum() - 1) < 1e-12 and np.array_equal(k, k[::-1])
+    np.testing.assert_array_equal(np.asarray(blur(x, 0.0)), x)
+    np.testing.assert_array_equal(np.asarray(add_noise(jax.random.PRNGKey(0), x, 0.0)), x)
+    flat = np.full((2, 28, 28), 0.3, np.float32)  # convex weights, edges repeated: a constant stays
+    np.testing.assert_allclose(np.asarray(blur(flat, 2.0)), flat, rtol=1e-6)
+    for y in (np.asarray(blur(x, 1.0)), np.asarray(add_noise(jax.random.PRNGKey(1), x, 0.4))):
+        assert y.shape == x.shape and y.dtype == np.float32 and y.min() >= 0 and y.max() <= 1
+    # Where 0.25 <= x <= 0.75 the clip at 0 and 1 is 5σ away for σ = 0.05: the
+    # added noise there is N(0, σ²), its sample variance within z·σ²·√(2/m).
+    sigma = 0.05
+    noise = np.asarray(add_noise(jax.random.PRNGKey(2), x, sigma)) - x
+    mid = noise[(x >= 0.25) & (x <= 0.75)].astype(np.float64)
+    assert mid.size > 1000
+    assert abs(mid.var() - sigma**2) <= zcrit(m=2) * sigma**2 * np.sqrt(2 / mid.size)
+    assert abs(mid.mean()) <= zcrit(m=2) * sigma / np.sqrt(mid.size)
+    kept, labels = without_class(fashion.x_train, fashion.y_train, TROUSER)
+    assert kept.shape == (N_TRAIN - 30, 28, 28) and TROUSER not in np.asarray(labels)
+    np.testing.assert_array_equal(np.asarray(kept), fashion.x_train[fashion.y_train != TROUSER])
+    for call, param in [(lambda: blur(x[0], 1.0), "x"), (lambda: blur(x, -1.0), "sigma"),
+                        (lambda: add_noise(jax.random.PRNGKey(0), x, float("inf")), "sigma"),
+                        (lambda: without_class(x, fashion.y_train[:50], 11), "label"),
+                        (lambda: without_class(x[:2], np.array([3, 3]), 3), "label"),
+                        (lambda: without_class(x, fashion.y_train[:49], 1), "y")]:
+        with pytest.raises(ParameterError) as err:
+            call()
+        assert err.value.param == param
+
+
 # ----------------------------------------------------------------------------- LeNet-FID on real images
 
 

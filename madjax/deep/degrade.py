@@ -104,6 +104,13 @@ def blur(x, sigma: float) -> Array:
 
     Raises:
       ParameterError: naming ``x`` or ``sigma``.
+
+    Example:
+      >>> import numpy as np
+      >>> x = np.zeros((1, 8, 8), np.float32); x[0, 4, 4] = 1.0
+      >>> y = np.asarray(blur(x, 1.0))
+      >>> y.shape, round(float(y.sum()), 5), bool(y.max() < 1.0)
+      ((1, 8, 8), 1.0, True)
     """
     x = _images(x)
     kernel = gaussian_kernel(sigma)
