@@ -345,7 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", choices=TRAIN_MODELS,
                    help="glow (on rosenbrock) | ddpm | wgan (on digits, mnist or fashion-mnist)")
     loop, sizes, data, run, output = _groups(p, "loop", "sizes", "data", "run", "output")
-    loop.add_argument("--loop", required=True, choices=LOOPS, help="which self-consuming loop")
+    loop.add_argument("--loop", required=True, choices=LOOPS + LOOP_ALIASES, help="which self-consuming loop")
+    loop.add_argument("--growth", type=float, default=None, metavar="ALPHA",
+                      help="growing sample sizes: generation t draws ceil(n_syn t^ALPHA) synthetic samples")
+    loop.add_argument("--n-train", type=int, default=None,
+                      help="accumulate-subsample: rows in each generation's subsample (default: n_ini)")
     loop.add_argument("--lam", type=float, default=1.0,
                       help="sampling bias λ in (0, 1]: latent variance (glow, wgan) or guidance w = 1/λ - 1 (ddpm)")
     loop.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models")
@@ -545,7 +549,7 @@ def _cmd_train(args) -> int:
         args.model, loop=args.loop, generations=args.generations, lam=args.lam, data=args.data,
         data_dir=args.data_dir, n_ini=args.n_ini, n_real=args.n_real, n_syn=args.n_syn,
         memory=args.memory, accumulate=args.accumulate, real_fraction=args.real_fraction, n_total=args.n_total,
-        save_every=args.save_every,
+        n_train=args.n_train, growth=args.growth, save_every=args.save_every,
         seed=args.seed, preset=args.preset, out=args.out, progress=not args.quiet, allow_large=args.allow_large,
     )
     return 0

@@ -74,7 +74,7 @@ from madjax.deep.evaluate import PointEval, point_metrics
 from madjax.deep.glow import GlowConfig, glow, glow_log_prob
 from madjax.deep.loop import LOOPS, DeepLoop, EvaluateFn, check_resumable, run_loop
 from madjax.resources import check_train_run
-from madjax.loops import LoopParams
+from madjax.loops import LOOP_ALIASES, LoopParams, synthetic_sizes
 from madjax.validation import (
     ParameterError,
     check_choice,
@@ -82,6 +82,7 @@ from madjax.validation import (
     check_int,
     check_lam,
     check_loop_sizes,
+    check_nonnegative,
     check_seed,
 )
 
@@ -310,16 +311,25 @@ def model_presets(model: str) -> Mapping[str, Preset]:
 
 
 def loop_sizes(loop: str, n: int, *, n_ini=None, n_real=None, n_syn=None, memory=1,
-               accumulate=False, real_fraction=None, n_total=None) -> DeepLoop:
+               accumulate=False, real_fraction=None, n_total=None, n_train=None, growth=None) -> DeepLoop:
     """A validated :class:`DeepLoop`, with ``n`` for the sizes left as None.
 
     The fully synthetic loop has no real part (``n_real`` 0); the
     synthetic-augmentation loop fits G¹ on D_r, so ``n_ini`` defaults to
     ``n_real`` and must equal it. ``real_fraction`` p with ``n_total`` n
     replaces ``n_real``/``n_syn`` by ``round(p n)`` and the rest (Fig. 34;
-    :meth:`madjax.loops.LoopParams.split_total`).
+    :meth:`madjax.loops.LoopParams.split_total`). ``loop`` may be a name of
+    :data:`madjax.loops.LOOP_ALIASES` (accumulate-subsample: a subsample of
+    ``n_train`` rows, default ``n_ini``); ``growth`` α draws ``⌈n_syn t^α⌉``.
     """
-    check_choice("loop", loop, LOOPS)
+    check_choice("loop", loop, LOOPS + tuple(LOOP_ALIASES))
+    subsample = False
+    if loop in LOOP_ALIASES:
+        alias = LOOP_ALIASES[loop]
+        loop, accumulate, subsample = alias["kind"], accumulate or alias["accumulate"], alias["subsample"]
+    if n_train is not None and not subsample:
+        raise ParameterError("n_train", "is the subsample's size of --loop accumulate-subsample")
+    growth = 0.0 if growth is None else check_nonnegative("growth", growth, maximum=4.0)
     if real_fraction is not None or n_total is not None:
         if n_real is not None or n_syn is not None:
             raise ParameterError("real_fraction", "give either real_fraction with n_total, or n_real/n_syn, not both")
@@ -337,7 +347,9 @@ def loop_sizes(loop: str, n: int, *, n_ini=None, n_real=None, n_syn=None, memory
     if n_ini is None:
         n_ini = n_real if loop == "synthetic-augmentation" else n
     n_syn = n if n_syn is None else n_syn
-    return DeepLoop(kind=loop, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory, accumulate=bool(accumulate))
+    n_train = 0 if n_train is None else check_int("n_train", n_train, minimum=2)
+    return DeepLoop(kind=loop, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory, accumulate=bool(accumulate),
+                    subsample=subsample, n_train=n_train, growth=growth)
 
 
 def check_real_sizes(loop: DeepLoop, data: str, data_dir=None, *, preset: str | None = None) -> None:
@@ -379,6 +391,8 @@ def train(
     accumulate: bool = False,
     real_fraction: float | None = None,
     n_total: int | None = None,
+    n_train: int | None = None,
+    growth: float | None = None,
     save_every: int = 1,
     seed: int = 0,
     preset: str = "quick",
@@ -409,6 +423,8 @@ def train(
       accumulate: keep every previous synthetic set (not with memory > 1).
       real_fraction, n_total: p and n, replacing ``n_real``/``n_syn`` by
         ``round(p n)`` and ``n − round(p n)`` (:func:`loop_sizes`).
+      n_train, growth: the loop operators accumulate-subsample (``loop="accumulate-subsample"``)
+        and growing sizes (:mod:`madjax.loops`).
       save_every: write sample files every this many generations (and at 1, T).
       seed: integer seed in [0, 2³² − 1].
       preset: ``"smoke"``, ``"quick"`` or ``"paper"``.
@@ -422,7 +438,7 @@ def train(
     """
     check_choice("model", model, tuple(MODELS))
     check_choice("preset", preset, PRESETS)
-    check_choice("loop", loop, LOOPS)
+    check_choice("loop", loop, LOOPS + tuple(LOOP_ALIASES))
     check_choice("data", data, DATA_NAMES)
     entry = MODELS[model]
     if data not in entry.data:
@@ -434,11 +450,13 @@ def train(
     save_every = check_int("save_every", save_every, minimum=1)
     seed = check_seed(seed)
     loop_spec = loop_sizes(loop, spec.n, n_ini=n_ini, n_real=n_real, n_syn=n_syn, memory=memory,
-                           accumulate=accumulate, real_fraction=real_fraction, n_total=n_total)
+                           accumulate=accumulate, real_fraction=real_fraction, n_total=n_total, n_train=n_train,
+                           growth=growth)
     check_real_sizes(loop_spec, data, data_dir, preset=preset)
     check_loop_sizes(n_ini=loop_spec.n_ini, n_real=loop_spec.n_real, n_syn=loop_spec.n_syn, generations=generations,
                      accumulate=loop_spec.accumulate)
-    pool = loop_spec.n_syn * ((generations - 1) if loop_spec.accumulate else 1)
+    grown = synthetic_sizes(loop_spec.n_syn, loop_spec.growth, (), generations)  # generations 2 … T
+    pool = int(grown.sum()) if loop_spec.accumulate else int(grown.max())
     check_train_run(generations=generations, n_ini=loop_spec.n_ini,
                     points=max(loop_spec.n_ini, loop_spec.n_real + pool), width=math.prod(source.shape),
                     allow_large=allow_large)
