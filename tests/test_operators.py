@@ -304,3 +304,36 @@ def test_trajectory_sweep_over_growth_compiles_once_and_resumes(tmp_path):
     assert main(argv) == 0
     second = xr.load_dataset(tmp_path / "sweep.nc")
     np.testing.assert_array_equal(first.mean_sq_norm_mean.values, second.mean_sq_norm_mean.values)
+
+
+# --------------------------------------------------------------------------- the deep executor
+
+
+def test_host_loop_runs_accumulate_subsample_and_growth():
+    """The host executor's step (pytrees of rows): the pool grows by ⌈n_s t^α⌉ rows per generation and
+    each generation trains on n_train distinct rows of it (D_r included)."""
+    from madjax.base import GenerativeModel
+    from madjax.data import DataSource
+    from madjax.deep.loop import DeepLoop, host_model
+    from madjax.deep.runner import loop_sizes
+
+    # each row records where it came from: real rows are negative, synthetic rows carry the model's tag
+    source = DataSource("test", (1,), lambda key, n: -1.0 - jnp.arange(n, dtype=jnp.float32)[:, None])
+    model = GenerativeModel(init=lambda key: 0.0, fit=lambda key, p, data: (p + 1.0, ()),
+                            sample=lambda key, p, n, lam: jnp.full((n, 1), p, jnp.float32))
+    loop = loop_sizes("accumulate-subsample", 10, n_syn=4, n_train=6, growth=1.0)
+    assert loop == DeepLoop("synthetic-augmentation", 10, 10, 4, accumulate=True, subsample=True, n_train=6,
+                            growth=1.0)
+    assert [loop.training_size(t) for t in (1, 2, 3)] == [10, 6, 6]
+    host = host_model(model, source)
+    sizes = madjax.LoopParams(n_ini=10, n_real=10, n_syn=4, lam=1.0, memory=1, n_train=6, growth=1.0)
+    real = host.sample_real(jax.random.key(0), 10)
+    pool, params = host.empty(4), 1.0
+    for t in (2, 3, 4):
+        train, pool = loops.training_set(loops.generation_keys(jax.random.key(1), t), t, loop, host, sizes,
+                                         history=params, valid=None, real=real, pool=pool)
+        assert pool.shape[0] == sum(4 * s for s in range(2, t + 1))
+        assert train.shape == (6, 1)
+        rows = np.concatenate([np.asarray(real), np.asarray(pool)])[:, 0]
+        assert np.all(np.isin(np.asarray(train)[:, 0], rows))
+        params += 1.0
