@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "with standard errors; --threshold finds the admissibility boundary n_s* instead.")
     loop, sizes, run, output = _groups(p, "loop", "sizes", "run", "output")
     _add_model(loop, MODEL_NAMES, TARGETS)
-    loop.add_argument("--loop", required=True, choices=EFFECTIVE_LOOPS, help="which loop (both have a steady state)")
+    loop.add_argument("--loop", required=True, choices=EFFECTIVE_LOOPS + LOOP_ALIASES,
+                      help="which loop (fresh and synthetic-augmentation have a steady state; the others are refused)")
     loop.add_argument("--lam", type=float, default=1.0, help="sampling bias λ in (0, 1]")
     loop.add_argument("--memory", type=int, default=1, help="memory K: sample from the last K models")
     _add_operators(loop)
@@ -279,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--generations", type=int, default=None, help="generations T of a --trajectory sweep")
     loop.add_argument("--accumulate", action="store_true", help="--trajectory: the accumulating pool")
     loop.add_argument("--engine", default=None, choices=ENGINES, help="--trajectory, Gaussian: exact or sampled")
+    loop.add_argument("--n-train", type=_int_list, default=None,
+                      help="--trajectory, accumulate-subsample: points in each generation's subsample, comma list")
     sizes.add_argument("--dim", type=int, default=None, help="dimension d (the grid target is 2-D)")
     sizes.add_argument("--n-ini", type=_int_list, default=None, help="--trajectory: real samples of generation 1")
     sizes.add_argument("--n-real", type=_int_list, default=None, help="real samples per generation n_r, comma list")

@@ -489,6 +489,11 @@ def validate_inputs(loop, dim, n_real, n_syn, lam, memory, chains, seed, dtype, 
     """Check the inputs shared by :func:`effective_size` and :func:`admissibility_threshold` (``n_syn`` may be
     None); returns them normalised or raises :class:`~madjax.validation.ParameterError` naming the first bad one.
     ``model`` (default: the Gaussian) sets the fewest real points a fit takes."""
+    if loop in ("replace", "accumulate", "accumulate-subsample", "fully-synthetic"):
+        raise ParameterError("loop", f"{loop} has no stationary state ("
+                                     + ("no real data: it never forgets G¹" if loop in ("replace", "fully-synthetic")
+                                        else "its pool grows every generation")
+                                     + "), so no n_e: run simulate, or sweep --trajectory")
     check_choice("loop", loop, EFFECTIVE_LOOPS)
     if model is None:
         dim = check_int("dim", dim, minimum=1)

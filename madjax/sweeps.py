@@ -79,7 +79,7 @@ from madjax.validation import (
 )
 
 SWEEP_PARAMS = ("n_real", "n_syn", "lam", "memory", "real_fraction", "n_total", "n_ini", "real_weight", "tilt")
-TRAJECTORY_PARAMS = ("n_ini", "n_real", "n_syn", "lam", "memory", "growth", "real_weight", "tilt")
+TRAJECTORY_PARAMS = ("n_ini", "n_real", "n_syn", "lam", "memory", "n_train", "growth", "real_weight", "tilt")
 _INT_PARAMS = {"n_real", "n_syn", "memory", "n_total", "n_ini"}
 OUTPUTS = ("wd", "wd_se", "n_e", "n_e_se", "n_e_ratio", "n_e_ratio_se", "n_e_bound", "converged", "burn_in")
 _BOUND_CODE = {None: 0, "lower": 1, "upper": 2}
