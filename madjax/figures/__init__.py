@@ -61,6 +61,10 @@ _MODULES = {
     "fig29": "madjax.figures.ddpm",
     "moments-synthetic": "madjax.figures.theory",
     "moments-fresh": "madjax.figures.theory",
+    "replace-vs-accumulate": "madjax.figures.operators",
+    "golden-ratio-weighting": "madjax.figures.operators",
+    "growing-sample-sizes": "madjax.figures.operators",
+    "curation-tilt": "madjax.figures.operators",
 }
 FIGURE_IDS = tuple(_MODULES)
 # The figures of deep models on images: those ``reproduce --data`` applies to.
