@@ -204,8 +204,43 @@ def image_reference(data: str, data_dir=None) -> Images:
     return Images(jnp.asarray(split.x_test), jnp.asarray(split.y_test))
 
 
+def reference_subset(y: "np.ndarray", n_ref: int) -> "np.ndarray":
+    """Indices of a class-balanced subset of ``n_ref`` labelled images, chosen without random numbers.
+
+    Each class contributes its first images in file order, ⌊n_ref / C⌋ each,
+    and the first ``n_ref mod C`` classes one more (a class with too few
+    gives what it has and the others fill up, in class order).
+
+    Args:
+      y: ``(n,)`` integer labels.
+      n_ref: subset size, 2 ≤ n_ref ≤ n.
+
+    Returns:
+      ``(n_ref,)`` sorted int64 indices into ``y``.
+
+    Raises:
+      ParameterError: naming ``n_ref``.
+    """
+    import numpy as np
+
+    y = np.asarray(y)
+    n_ref = check_int("n_ref", n_ref, minimum=2)
+    if n_ref > len(y):
+        raise ParameterError("n_ref", f"must be <= {len(y)}, the test split's size, got {n_ref}")
+    classes = np.unique(y)
+    by_class = [np.flatnonzero(y == c) for c in classes]
+    quota = [n_ref // len(classes) + (i < n_ref % len(classes)) for i in range(len(classes))]
+    taken = [idx[:q] for idx, q in zip(by_class, quota)]
+    short = n_ref - sum(len(t) for t in taken)
+    for i, idx in enumerate(by_class):  # classes with too few images: fill up from the others
+        extra = idx[len(taken[i]):len(taken[i]) + short]
+        taken[i] = np.concatenate([taken[i], extra])
+        short -= len(extra)
+    return np.sort(np.concatenate(taken))
+
+
 def image_evaluation(data: str, data_dir=None, *, n_eval: int | None = None, k: int = 5,
-                     progress: bool = False) -> Evaluation:
+                     progress: bool = False, n_ref: int | None = None) -> Evaluation:
     """LeNet-FID / precision / recall of model images in LeNet features, against the test split.
 
     Trains (or reads from the disk cache) the LeNet of ``data`` -- the one
@@ -218,10 +253,17 @@ def image_evaluation(data: str, data_dir=None, *, n_eval: int | None = None, k: 
       n_eval: model samples per generation (None: the test split's size).
       k: neighbour rank of precision/recall.
       progress: progress bar of the LeNet's training.
+      n_ref: reference images: a class-balanced subset of the test split
+        (:func:`reference_subset`); None: all of it.
     """
+    import jax.numpy as jnp
+
     from madjax.deep.features import image_metrics, lenet_features
 
     reference = image_reference(data, data_dir)
+    if n_ref is not None:
+        keep = jnp.asarray(reference_subset(reference.y, n_ref))
+        reference = Images(reference.x[keep], reference.y[keep])
     n_eval = int(reference.x.shape[0]) if n_eval is None else check_int("n_eval", n_eval, minimum=2)
     extractor = lenet_features(data, data_dir, progress=progress)
 
@@ -233,7 +275,53 @@ def image_evaluation(data: str, data_dir=None, *, n_eval: int | None = None, k: 
 
 
 def _image_evaluation(preset: Preset, config, source, data_dir, progress) -> Evaluation:
-    return image_evaluation(source.name, data_dir, n_eval=preset.n_eval, progress=progress)
+    n_ref = preset.evaluation.n_ref if isinstance(preset.evaluation, ImageEval) else None
+    return image_evaluation(source.name, data_dir, n_eval=preset.n_eval, progress=progress, n_ref=n_ref)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageEval:
+    """Evaluation settings of an image preset beyond ``n_eval``.
+
+    Attributes:
+      n_ref: reference images, a class-balanced subset of the test split
+        (:func:`reference_subset`) -- as many as the model samples scored,
+        so precision and recall compare sets of equal size.
+    """
+
+    n_ref: int
+
+
+# The quick preset on 28×28 images (mnist, fashion-mnist). The quick presets
+# are sized for the 8×8 digits; adapted to 28×28 unchanged (12× the pixels)
+# one generation took, on this project's 2-core CPU shared with other jobs
+# (load 5-7; benchmarks/README.md, "The quick preset on 28×28 images"):
+#
+#   model    fit      sampling n_s + n_eval       evaluation   generation
+#   DDPM     477 s    2728 s (1000 + 10 000, λ=1)  5 s          ≈ 54 min (λ = 0.5: ≈ 100 min)
+#   WGAN-GP  183 s    15 s   (1000 + 10 000)       3 s          ≈ 3.4 min
+#
+# The DDPM's cost is its sampler: T network passes per image (2T with
+# guidance, λ < 1) for the n_s training images of the next generation and the
+# n_eval scored ones. On 28×28 images its quick preset therefore changes
+# (QUICK_28, applied by image_preset and by reproduce --data):
+#
+# * timesteps 100 → 50, the β range scaled by 500/T as before (10⁻³ … 0.2,
+#   ᾱ_T ≈ 0.006): half the sampler's passes;
+# * n (n_ini = n_s, and n_r) 1000 → 500: half the images to sample for the
+#   next generation and half a fit's steps at the same 40 epochs;
+# * n_eval 10 000 (the whole test split) → 500 scored samples, against a
+#   class-balanced subset of 500 test images (ImageEval; equal sizes for
+#   precision and recall);
+# * the network (channels 16, 32; one block), the minibatch of 32, the 40
+#   epochs from scratch and the learning rate stay.
+#
+# The WGAN-GP fits the budget as it is: it keeps its network, epochs and
+# sizes, and scores samples against the whole test split.
+QUICK_28 = {
+    "ddpm": dict(changes=dict(timesteps=50, beta_start=1e-3, beta_end=0.2), n=500, n_eval=500),
+    "wgan": dict(changes={}, n=None, n_eval=None),
+}
 
 
 # Loop-specific changes to the DDPM presets. quick: minibatches of 32 instead
@@ -294,6 +382,37 @@ MODELS: dict[str, ModelEntry] = {
     "wgan": ModelEntry(IMAGE_NAMES, _wgan_presets, _wgan_build, adapt_wgan, _image_evaluation),
     "ddpm": ModelEntry(IMAGE_NAMES, _ddpm_presets, _ddpm_build, adapt_ddpm, _image_evaluation),
 }
+
+
+def image_preset(model: str, preset: str, source: DataSource) -> Preset:
+    """``model``'s ``preset`` on the images of ``source``: the configuration adapted to their shape and classes.
+
+    Args:
+      model: ``"ddpm"`` or ``"wgan"``.
+      preset: ``"smoke"``, ``"quick"`` or ``"paper"``.
+      source: the image data (its ``shape`` and ``num_classes``).
+
+    Returns:
+      The :class:`Preset` that ``train`` runs.
+    """
+    from madjax.data import MNIST_SHAPE
+
+    check_choice("model", model, ("ddpm", "wgan"))
+    check_choice("preset", preset, PRESETS)
+    spec = model_presets(model)[preset]
+    spec = spec._replace(config=MODELS[model].adapt(spec.config, source))
+    if preset == "quick" and tuple(source.shape) == MNIST_SHAPE:
+        return quick_28(model, spec)
+    return spec
+
+
+def quick_28(model: str, spec: Preset) -> Preset:
+    """The quick preset ``spec`` (already adapted to 28×28 images) with the changes of :data:`QUICK_28`."""
+    change = QUICK_28[model]
+    config = dataclasses.replace(spec.config, **change["changes"])
+    if change["n_eval"] is None:
+        return spec._replace(config=config)
+    return Preset(config, change["n"], change["n_eval"], ImageEval(n_ref=change["n_eval"]))
 
 
 def model_presets(model: str) -> Mapping[str, Preset]:
@@ -445,6 +564,8 @@ def train(
         raise ParameterError("data", f"{model} models {' or '.join(entry.data)}, got {data!r}")
     spec = model_presets(model)[preset]
     source = get_source(data, data_dir)  # reads and checks IDX files before any work
+    if data in IMAGE_NAMES:
+        spec = image_preset(model, preset, source)  # adapted to the images (QUICK_28 on 28×28)
     lam = check_lam(lam)
     generations = check_int("generations", generations, minimum=1)
     save_every = check_int("save_every", save_every, minimum=1)

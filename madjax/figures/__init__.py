@@ -59,6 +59,9 @@ _MODULES = {
     "fig14": "madjax.figures.ddpm",
     "fig28": "madjax.figures.ddpm",
     "fig29": "madjax.figures.ddpm",
+    "fig6": "madjax.figures.ddpm_samples",
+    "fig24": "madjax.figures.ddpm_samples",
+    "fig25": "madjax.figures.ddpm_samples",
     "moments-synthetic": "madjax.figures.theory",
     "moments-fresh": "madjax.figures.theory",
     "replace-vs-accumulate": "madjax.figures.operators",
@@ -68,7 +71,8 @@ _MODULES = {
 }
 FIGURE_IDS = tuple(_MODULES)
 # The figures of deep models on images: those ``reproduce --data`` applies to.
-IMAGE_FIGURES = tuple(f for f, m in _MODULES.items() if m in ("madjax.figures.ddpm", "madjax.figures.wgan"))
+IMAGE_FIGURES = tuple(f for f, m in _MODULES.items()
+                      if m in ("madjax.figures.ddpm", "madjax.figures.ddpm_samples", "madjax.figures.wgan"))
 
 
 def get_figure(fig_id: str, param: str = "figure") -> Figure:

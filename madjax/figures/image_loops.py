@@ -50,7 +50,7 @@ from madjax.data import IDX_NAMES, IMAGE_NAMES, MNIST_SHAPE, Images, get_source,
 from madjax.deep.loop import DeepLoop, check_resumable, read_metrics, run_loop
 from madjax.figures.samples import image_grid
 from madjax.io import read_json, read_npz, write_json
-from madjax.deep.runner import MODELS, check_real_sizes, image_evaluation
+from madjax.deep.runner import MODELS, QUICK_28, check_real_sizes, image_evaluation
 from madjax.figures import PRESETS
 from madjax.figures.style import caption, finish, save, setting
 from madjax.validation import ParameterError, check_choice, check_int, check_lam, check_seed
@@ -105,6 +105,8 @@ class ImageLoopConfig:
       n_eval: model samples scored (and saved) per generation; None: as many
         as the test split holds.
       data_dir: directory of the IDX files (None: the data set's default).
+      n_ref: reference images, a class-balanced subset of the test split
+        (:func:`madjax.deep.runner.reference_subset`); None: all of it.
 
     Raises:
       ParameterError: naming the field; checked in ``__post_init__`` from the
@@ -120,6 +122,7 @@ class ImageLoopConfig:
     runs: tuple
     n_eval: int | None = None
     data_dir: str | None = None
+    n_ref: int | None = None
 
     def __post_init__(self):
         check_choice("preset", self.preset, PRESETS)
@@ -128,6 +131,8 @@ class ImageLoopConfig:
         check_int("generations", self.generations, minimum=1)
         if self.n_eval is not None:
             check_int("n_eval", self.n_eval, minimum=6)
+        if self.n_ref is not None:
+            check_int("n_ref", self.n_ref, minimum=6)
         if not self.runs:
             raise ParameterError("runs", "must hold at least one run")
         dirs = [(r.family, r.tag) for r in self.runs]
@@ -160,10 +165,13 @@ class ImageLoopConfig:
 
     def record(self, run: LoopRun, seed: int) -> dict:
         """The run's JSON configuration: everything that sets its numbers, and no figure name."""
-        return {"family": run.family, "model": self.model, "preset": self.preset, "data": self.data,
-                "lam": run.lam, "seed": seed, "loop": dataclasses.asdict(run.loop),
-                self.model: dataclasses.asdict(self.model_config), "n_eval": self.n_eval,
-                "generations": self.generations}
+        record = {"family": run.family, "model": self.model, "preset": self.preset, "data": self.data,
+                  "lam": run.lam, "seed": seed, "loop": dataclasses.asdict(run.loop),
+                  self.model: dataclasses.asdict(self.model_config), "n_eval": self.n_eval,
+                  "generations": self.generations}
+        if self.n_ref is not None:  # only where set: the runs saved before n_ref existed stay resumable
+            record["n_ref"] = self.n_ref
+        return record
 
 
 def with_data(config: ImageLoopConfig, data: str | None = None, data_dir=None) -> ImageLoopConfig:
@@ -171,7 +179,13 @@ def with_data(config: ImageLoopConfig, data: str | None = None, data_dir=None) -
 
     The model's ``image_shape`` becomes the data's; every size, grid and
     schedule of the preset stays, so a preset whose real draws exceed the new
-    data's training split is an error (the paper sizes need 60 000 images).
+    data's training split is an error (the paper sizes need 60 000 images) --
+    except the **quick preset on 28×28 images** (mnist, fashion-mnist), which
+    takes the changes of :data:`madjax.deep.runner.QUICK_28` that keep a
+    generation within minutes on a CPU: for the DDPM, T = 50 diffusion steps,
+    n = 500 in the fully synthetic runs (the other loops keep their sizes),
+    500 scored samples against a class-balanced 500 of the test images; the
+    WGAN-GP is unchanged.
 
     Args:
       config: a figure's configuration.
@@ -191,8 +205,19 @@ def with_data(config: ImageLoopConfig, data: str | None = None, data_dir=None) -
         raise ParameterError("data_dir", f"{data} is bundled with scikit-learn and has no files: data_dir applies "
                                          f"to {' and '.join(IDX_NAMES)}")
     model_config = dataclasses.replace(config.model_config, image_shape=DATA_SHAPES[data])
+    changes = {}
+    if config.preset == "quick" and DATA_SHAPES[data] == MNIST_SHAPE and DATA_SHAPES[config.data] != MNIST_SHAPE:
+        quick = QUICK_28[config.model]
+        model_config = dataclasses.replace(model_config, **quick["changes"])
+        if quick["n"] is not None:
+            n = quick["n"]
+            changes["runs"] = tuple(
+                dataclasses.replace(r, loop=dataclasses.replace(r.loop, n_ini=n, n_syn=n))
+                if r.loop.kind == "fully-synthetic" else r for r in config.runs)
+        if quick["n_eval"] is not None:
+            changes.update(n_eval=quick["n_eval"], n_ref=quick["n_eval"])
     return dataclasses.replace(config, data=data, model_config=model_config,
-                               data_dir=None if data_dir is None else os.fspath(data_dir))
+                               data_dir=None if data_dir is None else os.fspath(data_dir), **changes)
 
 
 def build_model(config: ImageLoopConfig, progress: bool):
@@ -212,7 +237,8 @@ def run_figure(config: ImageLoopConfig, out_dir: str, *, seed: int = 0, progress
     source = get_source(config.data, config.data_dir)
     for run in config.runs:
         check_real_sizes(run.loop, config.data, config.data_dir)
-    evaluation = image_evaluation(config.data, config.data_dir, n_eval=config.n_eval, progress=progress)
+    evaluation = image_evaluation(config.data, config.data_dir, n_eval=config.n_eval, progress=progress,
+                                  n_ref=config.n_ref)
     model = build_model(config, progress)
     for family in dict.fromkeys(r.family for r in config.runs):
         _write_baseline(os.path.join(out_dir, family), source, evaluation, seed)
