@@ -57,7 +57,12 @@ reproducing both trains each run once.
 ``madjax reproduce FIG --data fashion-mnist`` (or ``mnist``, ``digits``)
 runs a preset on another image data set: the network's image size follows
 the data, every size of the preset stays
-(:func:`madjax.figures.image_loops.with_data`).
+(:func:`madjax.figures.image_loops.with_data`) -- except the quick preset on
+28×28 images, which samples with T = 50 steps, runs the fully synthetic
+loop with n = 500 and scores 500 samples against 500 test images
+(:data:`madjax.deep.runner.QUICK_28`: a generation within 10 minutes on a
+2-core CPU). Figures 6, 24 and 25 (:mod:`madjax.figures.ddpm_samples`) draw
+the samples of Figure 4's runs.
 
 On digits the fresh loop draws its n_r images per generation from the
 1 501-image training split without replacement *within* a draw; draws of
