@@ -223,3 +223,13 @@ def test_umap_embedding_is_reproducible():
     d = np.linalg.norm(a[:, None] - a[None], axis=-1) + np.eye(120) * 1e9
     labels = np.repeat(np.arange(3), 40)
     assert np.mean(labels[d.argmin(axis=1)] == labels) > 0.95
+
+
+def test_train_quick_on_28x28_uses_the_28x28_sizes(tmp_path, capsys):
+    # The quick DDPM's n = 500 on 28×28 images: more than the slice's 300 training images, one line.
+    out = tmp_path / "run"
+    assert main(["train", "ddpm", "--loop", "fully-synthetic", "--generations", "1", "--preset", "quick",
+                 "--data", "fashion-mnist", "--data-dir", SLICE, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("madjax: error: --n-ini: must be <= 300")
+    assert "got 500 (the quick preset's default)" in err[0] and not out.exists()
