@@ -321,7 +321,7 @@ def _plot_grid(fig_id: str):
         gens, rows = generation_rows(IL.saved_samples(run["path"]))
         image = mosaic(rows)
         h = rows[0].shape[1]
-        fig, ax = plt.subplots(figsize=(9.0, 0.45 * len(gens) * (h + 1) / 29 * 2.2 + 1.4), layout="constrained")
+        fig, ax = plt.subplots(figsize=(9.0, 8.4 * image.shape[0] / image.shape[1] + 1.2), layout="constrained")
         ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_yticks([(i + 0.5) * (h + 1) for i in range(len(gens))], [f"$t$ = {t}" for t in gens], fontsize=7)
         ax.set_xticks([])
