@@ -39,7 +39,8 @@ def test_help_lists_choices_defaults_groups_and_a_line_for_every_option():
         text = p.format_help()
         assert "output:" in text, name
     simulate = commands["simulate"].format_help()
-    for piece in ("{fully-synthetic,synthetic-augmentation,fresh}", "{gaussian,gmm,kde}", "{exact,sampled}",
+    for piece in ("{fully-synthetic,synthetic-augmentation,fresh,replace,accumulate,accumulate-subsample}",
+                  "{unbiased,mle,known-cov}", "{gaussian,gmm,kde}", "{exact,sampled}",
                   "(default: 1.0)", "Gaussian: exact (default)", "loop:", "sizes:", "run:"):
         assert piece in simulate, piece
     assert "{smoke,quick,paper}" in commands["reproduce"].format_help()
