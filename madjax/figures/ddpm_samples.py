@@ -47,6 +47,7 @@ generations of the smoke DDPM (Figure 4's smoke preset runs λ = 1 only).
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import os
 
@@ -189,13 +190,11 @@ def mosaic(rows: list) -> np.ndarray:
 
 def _fingerprint(runs: list, projection: Projection) -> str:
     h = hashlib.sha256(repr(dataclasses.astuple(projection)).encode())
-    for r in runs:
-        for t in sorted(IL.saved_samples(r["path"])):
-            path = os.path.join(r["path"], "samples", f"gen_{t:0{len(str(r['generations']))}d}.npz")
-            h.update(f"{r['lam']}:{t}:".encode())
-            if os.path.exists(path):
-                with open(path, "rb") as f:
-                    h.update(f.read())
+    for r in runs:  # every sample file, whatever the zero-padding of its generation number
+        for path in sorted(glob.glob(os.path.join(r["path"], "samples", "gen_*.npz"))):
+            h.update(f"{r['lam']}:{os.path.basename(path)}:".encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
     return h.hexdigest()[:32]
 
 
