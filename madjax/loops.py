@@ -221,7 +221,11 @@ rounding of an exact integer such as 100·4¹ must not add a point)."""
 
 def grown_size(n_syn, growth, t):
     """``n_t = ⌈n_s t^α⌉`` (Xu, He & Cheng 2025), traced or not; values within
-    :data:`GROWTH_SNAP` (relative) of an integer are that integer. α = 0 gives n_s."""
+    :data:`GROWTH_SNAP` (relative) of an integer are that integer. α = 0 gives n_s.
+
+    Computed in float32 (the engine's arithmetic, shared by the host-side
+    :func:`synthetic_sizes` and the closed forms, so they use the same n_t):
+    exact below about 10⁵ points, to ~10⁻⁷ relative beyond."""
     x = jnp.asarray(n_syn, jnp.float32) * jnp.exp(jnp.asarray(growth, jnp.float32)
                                                   * jnp.log(jnp.asarray(t, jnp.float32)))
     nearest = jnp.round(x)
@@ -237,6 +241,27 @@ def synthetic_sizes(n_syn, growth=0.0, schedule: tuple = (), generations: int = 
         return np.broadcast_to(np.asarray(schedule, np.int64)[: t.size], np.shape(n_syn) + (t.size,))
     n = np.asarray(n_syn, np.int64)[..., None]
     return np.asarray(grown_size(n, np.asarray(growth)[..., None], t), np.int64)
+
+
+EXACT_SUM_LIMIT = 1 << 20
+"""Horizons up to which :func:`synthetic_extent` sums the sizes exactly (beyond: an upper bound)."""
+
+
+def synthetic_extent(n_syn, growth=0.0, schedule: tuple = (), generations: int = 2) -> tuple[int, int]:
+    """``(largest, total)`` synthetic sizes over generations 2 … T (all cells of ``n_syn``), without
+    listing T sizes where none is needed: constant sizes and ``n_s t^α`` (increasing in t) are
+    read off at T; a total over more than :data:`EXACT_SUM_LIMIT` growing generations is bounded
+    by ``n_s (T^{α+1} − 1)/(α + 1) + T`` (enough for capacity and resource estimates)."""
+    n = int(np.max(n_syn))
+    steps = max(generations - 1, 0)
+    if schedule:
+        return max(schedule, default=0), sum(schedule)
+    if not growth or steps == 0:
+        return n, n * steps
+    largest = int(grown_size(n, growth, generations))
+    if generations <= EXACT_SUM_LIMIT:
+        return largest, int(synthetic_sizes(n, growth, (), generations).sum())
+    return largest, int(n * (generations ** (growth + 1) - 1) / (growth + 1)) + generations
 
 
 def synthetic_size(spec: LoopSpec, params: LoopParams, t):

@@ -116,13 +116,15 @@ MODEL_NAMES = tuple(MODELS)
 def train_rows(n_ini, n_real, n_syn, *, generations: int, accumulate: bool, growth=0.0, schedule=()) -> int:
     """The largest training set the loop builds over all cells given: generation 1's n_ini, or
     ``n_r + n_s`` (``n_r + (T − 1) n_s`` with accumulation), with the synthetic sizes of a
-    growth α or a schedule (:func:`madjax.loops.synthetic_sizes`)."""
-    from madjax.loops import synthetic_sizes
+    growth α or a schedule (:func:`madjax.loops.synthetic_extent`)."""
+    from madjax.loops import synthetic_extent
 
     n_ini, n_real, n_syn = (np.asarray(v, np.int64) for v in (n_ini, n_real, n_syn))
-    sizes = synthetic_sizes(n_syn, growth, schedule, generations)  # (..., T − 1)
-    later = n_real + (sizes.sum(-1) if accumulate else sizes.max(-1))
-    return int(max(np.max(n_ini), np.max(later)))
+    largest, total = synthetic_extent(n_syn, growth, schedule, max(generations, 2))
+    if not accumulate and not growth and not schedule:  # per cell: n_r + n_s (the largest pair, not each largest)
+        return int(max(np.max(n_ini), np.max(n_real + n_syn)))
+    later = np.max(n_real) + (total if accumulate else largest)
+    return int(max(np.max(n_ini), later))
 
 
 CAPACITY_FLOOR = 256

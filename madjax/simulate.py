@@ -17,7 +17,16 @@ import xarray as xr
 
 from madjax.gaussian import FACTORED_ONLY, FACTORS, LOGDET_ACCURACY, choose_factor, full_rank
 from madjax.io import atomic_path, describe, provenance
-from madjax.loops import LOOP_ALIASES, LOOPS, LoopParams, LoopSpec, run_chains_jit, run_chunked, synthetic_sizes
+from madjax.loops import (
+    LOOP_ALIASES,
+    LOOPS,
+    LoopParams,
+    LoopSpec,
+    run_chains_jit,
+    run_chunked,
+    synthetic_extent,
+    synthetic_sizes,
+)
 from madjax.models import MODELS, resolve_model, train_rows
 from madjax.resources import check_chain_run
 from madjax.validation import (
@@ -77,8 +86,8 @@ class SimulationConfig:
     schedule: tuple = ()
 
     def model_spec(self):
-        sizes = synthetic_sizes(self.n_syn, self.growth, self.schedule, self.generations)
-        rows = max(self.n_ini, self.n_real, int(sizes.max()), 2)
+        largest, _ = synthetic_extent(self.n_syn, self.growth, self.schedule, self.generations)
+        rows = max(self.n_ini, self.n_real, largest, 2)
         train = train_rows(self.n_ini, self.n_real, self.n_syn, generations=self.generations,
                            accumulate=self.accumulate, growth=self.growth, schedule=self.schedule)
         return MODELS[self.model].build(dim=self.dim, dtype=self.dtype, draw_rows=rows, train_rows=train,
@@ -170,11 +179,11 @@ def make_config(*, model="gaussian", loop, dim=None, n_ini=None, n_real=None, n_
         options["factor"] = _gaussian_factor(options, loop, dim, n_ini, n_real, smallest, memory, accumulate, ops)
         options["engine"] = check_choice("engine", options["engine"], ("exact", "sampled"))
         options["w2_every"] = check_int("w2_every", options["w2_every"], minimum=1)
-    sizes = synthetic_sizes(n_syn, ops["growth"], ops["schedule"], generations)
-    check_int32("growth", int(sizes.max()), "the largest synthetic sample n_s T^growth")
+    largest, _ = synthetic_extent(n_syn, ops["growth"], ops["schedule"], generations)
+    check_int32("growth", largest, "the largest synthetic sample n_s T^growth")
     if model != "gaussian" or options["engine"] == "sampled":
         if accumulate:  # the pool holds T draws of the largest size
-            check_int32("generations", generations * max(n_ini, n_real, int(sizes.max())),
+            check_int32("generations", generations * max(n_ini, n_real, largest),
                         "the pool's rows T x max(n_ini, n_real, n_syn)")
     config = SimulationConfig(model=model, loop=loop, dim=dim, n_ini=n_ini, n_real=n_real, n_syn=n_syn,
                               lam=lam, generations=generations, chains=chains, memory=memory,

@@ -196,10 +196,13 @@ def test_no_real_data_limits():
                                rtol=1e-4)
 
 
-def test_no_closed_form_for_memory_and_accumulation():
+def test_no_closed_form_for_memory_and_the_fresh_pool():
+    """Memory K > 1 and the fresh loop's accumulating pool have none (the accumulating replace and
+    synthetic-augmentation loops have one: tests/test_operators.py)."""
     assert theory.loop_moments("fresh", 4, dim=2, n_ini=5, n_real=3, n_syn=3, lam=1.0, memory=2) == {}
-    assert theory.loop_moments("fully-synthetic", 4, dim=2, n_ini=5, n_real=0, n_syn=3, lam=1.0,
-                               accumulate=True) == {}
+    assert theory.loop_moments("fresh", 4, dim=2, n_ini=5, n_real=3, n_syn=3, lam=1.0, accumulate=True) == {}
+    assert set(theory.loop_moments("fully-synthetic", 4, dim=2, n_ini=5, n_real=0, n_syn=3, lam=1.0,
+                                   accumulate=True)) == {"cov_trace", "mean_sq_norm"}
 
 
 def test_moment_figures_smoke(tmp_path):

@@ -84,7 +84,7 @@ from madjax.deep.evaluate import PointEval, point_metrics
 from madjax.deep.glow import GlowConfig, glow, glow_log_prob
 from madjax.deep.loop import LOOPS, DeepLoop, EvaluateFn, check_resumable, run_loop
 from madjax.resources import check_train_run
-from madjax.loops import LOOP_ALIASES, LoopParams, synthetic_sizes
+from madjax.loops import LOOP_ALIASES, LoopParams, synthetic_extent
 from madjax.validation import (
     ParameterError,
     check_choice,
@@ -586,8 +586,8 @@ def train(
     check_real_sizes(loop_spec, data, data_dir, preset=preset)
     check_loop_sizes(n_ini=loop_spec.n_ini, n_real=loop_spec.n_real, n_syn=loop_spec.n_syn, generations=generations,
                      accumulate=loop_spec.accumulate)
-    grown = synthetic_sizes(loop_spec.n_syn, loop_spec.growth, (), generations)  # generations 2 … T
-    pool = int(grown.sum()) if loop_spec.accumulate else int(grown.max())
+    largest, total = synthetic_extent(loop_spec.n_syn, loop_spec.growth, (), max(generations, 2))
+    pool = total if loop_spec.accumulate else largest
     check_train_run(generations=generations, n_ini=loop_spec.n_ini,
                     points=max(loop_spec.n_ini, loop_spec.n_real + pool), width=math.prod(source.shape),
                     allow_large=allow_large)
