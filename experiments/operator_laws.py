@@ -3,9 +3,12 @@
 Run: python experiments/operator_laws.py. Prints one line per law (theory_z: max |z| and its generation),
 the accumulate ratios against π²/6 and the one-sided z of accumulate < accumulate-subsample < replace.
 """
-import math, numpy as np
+import math
+
+import numpy as np
+
 import madjax
-from madjax import theory, loops
+from madjax import theory
 from madjax.simulate import theory_z
 T, C = 12, 20000
 def run(label, **kw):
