@@ -985,7 +985,7 @@ class GaussianSpec:
     def check_loop(self, loop) -> None:
         if self.factor == "factored" and not factored_loop(loop.kind, memory=loop.memory, accumulate=loop.accumulate,
                                                            engine=self.engine, estimator=self.estimator,
-                                                           plain=not (loop.tilted or loop.weighted or loop.subsample)):
+                                                           plain=loop.plain):
             raise ParameterError("factor", FACTORED_ONLY)
         if loop.subsample and self.engine == "exact":
             raise ParameterError("engine", "accumulate-subsample needs --engine sampled: a subsample's statistics "

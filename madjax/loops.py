@@ -155,8 +155,9 @@ class LoopSpec:
 
     @property
     def plain(self) -> bool:
-        """No operator beyond the paper's three loops (memory and accumulation included)."""
-        return not (self.subsample or self.weighted or self.tilted or self.schedule)
+        """No operator that changes what a draw or a fit is (subsample, weighting, tilt); size
+        schedules and growth only change sizes (the Gaussian's factored route reads this)."""
+        return not (self.subsample or self.weighted or self.tilted)
 
     @property
     def dim(self) -> int:
