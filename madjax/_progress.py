@@ -159,10 +159,16 @@ class _Formatter(logging.Formatter):
 
 def configure_logging(verbosity: int = 0, quiet: bool = False) -> None:
     """Route the ``madjax`` logger to stderr: INFO (stages, progress), DEBUG with
-    ``verbosity >= 1``, WARNING only when ``quiet``. Idempotent."""
+    ``verbosity >= 1``, WARNING only when ``quiet``. Idempotent.
+
+    The logger then stops propagating to the root logger: absl (imported with
+    orbax) calls ``logging.basicConfig()`` on its first log call, and the
+    root handler that leaves would print every line a second time.
+    """
     for handler in [h for h in log.handlers if isinstance(h, _Handler)]:
         log.removeHandler(handler)
     handler = _Handler()
     handler.setFormatter(_Formatter())
     log.addHandler(handler)
+    log.propagate = False
     log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbosity > 0 else logging.INFO)

@@ -23,6 +23,18 @@ def _private_caches(tmp_path_factory):
         yield
 
 
+@pytest.fixture(autouse=True)
+def _madjax_logger_restored():
+    """Each test starts with the ``madjax`` logger as the previous one found it:
+    a command line test configures it (own handler, no propagation), and
+    ``caplog`` in a later test of the same process must still see its records."""
+    from madjax._progress import log
+
+    saved = (list(log.handlers), log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved
+
+
 def zcrit(m: int = 1, alpha: float = 1e-4) -> float:
     """Two-sided critical value for ``m`` simultaneous normal tests at total level ``alpha``."""
     return float(stats.norm.isf(alpha / (2 * m)))

@@ -97,6 +97,21 @@ def test_quiet_hides_progress_but_not_warnings(capsys):
     assert log.isEnabledFor(logging.DEBUG)
 
 
+def test_lines_are_not_repeated_by_a_root_handler(capsys):
+    # absl (imported with orbax) calls logging.basicConfig() on its first log call
+    import io
+
+    root_stream = io.StringIO()
+    root_handler = logging.StreamHandler(root_stream)
+    logging.getLogger().addHandler(root_handler)
+    try:
+        configure_logging()
+        log.info("a stage line")
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+    assert capsys.readouterr().err.count("a stage line") == 1 and root_stream.getvalue() == ""
+
+
 class _Stop(Exception):
     pass
 
