@@ -417,7 +417,7 @@ def edist_table(dim: int | None = None, dtype: str = "float32", *, chains: int |
     :func:`table_problem` is rebuilt with one warning line.
     """
     model = gaussian_choice(model, dim, dtype)
-    n_min, default_max, default_chains, default_points = model.entry.table
+    n_min, default_max, default_chains, default_points = model.table
     n_max, chains, points = n_max or default_max, chains or default_chains, points or default_points
     n = table_grid(n_max, points, n_min)
     key = table_key(model.dim, model.dtype, chains, seed, n_max, points, model)

@@ -240,7 +240,7 @@ def diagnose(key: Array, params: KDEParams, info: KDEInfo, t=1, *, target: str, 
 
 
 @dataclasses.dataclass(frozen=True)
-class KDESpec:
+class KDESpec(points.PointModelSpec):
     """The Gaussian KDE on a point target (static, hashable; a :class:`~madjax.base.ModelSpec`).
 
     Attributes:
@@ -289,18 +289,6 @@ class KDESpec:
         check_int("n_eval", self.n_eval, minimum=26 if self.target == "grid" else 6)
         check_int("n_wd", self.n_wd, minimum=2)
         check_int("w2_every", self.w2_every, minimum=1)
-
-    @property
-    def points(self) -> int:
-        """Rows per draw (memory estimates)."""
-        return self.draw_rows
-
-    def check_loop(self, loop) -> None:
-        """Every loop variant runs: memory K via :func:`~madjax.points.mixture_rows`, the
-        accumulating pool via :func:`~madjax.points.append` (``generations · draw_rows`` rows),
-        accumulate-subsample via :func:`~madjax.points.subsample`; weighted mixing and
-        curation are refused (:func:`~madjax.points.refuse_operators`)."""
-        points.refuse_operators(loop, "kde")
 
     def build(self) -> LoopModel:
         return kde(self)

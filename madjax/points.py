@@ -109,16 +109,33 @@ def subsample(key: Array, points: PointSet, n) -> PointSet:
     return PointSet(points.x, points.mask & (rank < n))
 
 
-def refuse_operators(loop, name: str) -> None:
-    """A point model's ``check_loop``: weighted mixing and curation need a weighted fit and a tilted
-    sampler, which the point models do not have (one line naming the option)."""
-    from madjax.validation import ParameterError
+class PointModelSpec:
+    """What the specs of the point models (:class:`~madjax.gmm.GMMSpec`, :class:`~madjax.kde.KDESpec`)
+    share: draws of ``draw_rows`` rows, and every loop variant but the weighted and tilted ones.
 
-    if loop.weighted:
-        raise ParameterError("real_weight", f"weighted mixing is implemented for the gaussian model, not {name}")
-    if loop.tilted:
-        raise ParameterError("tilt", f"curation (the exponential tilt) is implemented for the gaussian model, "
-                                     f"not {name}")
+    Memory K runs through :func:`mixture_rows`, the accumulating pool through
+    :func:`append` (``generations · draw_rows`` rows), accumulate-subsample
+    through :func:`subsample`. Weighted mixing and curation need a weighted fit
+    and a tilted sampler, which point models do not have: ``check_loop``
+    refuses them in one line naming the option.
+    """
+
+    name: str  # the model's registry name, in messages
+
+    @property
+    def points(self) -> int:
+        """Rows per draw held in memory (memory estimates)."""
+        return self.draw_rows
+
+    def check_loop(self, loop) -> None:
+        from madjax.validation import ParameterError
+
+        if loop.weighted:
+            raise ParameterError("real_weight", f"weighted mixing is implemented for the gaussian model, "
+                                                f"not {self.name}")
+        if loop.tilted:
+            raise ParameterError("tilt", f"curation (the exponential tilt) is implemented for the gaussian model, "
+                                         f"not {self.name}")
 
 
 def mixture_rows(draw, capacity: int):

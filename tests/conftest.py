@@ -6,6 +6,8 @@ over the ``m`` assertions of a test (Bonferroni), so the whole suite fails by
 chance with probability well below 1 %.
 """
 
+import logging
+
 import jax
 import numpy as np
 import pytest
@@ -24,15 +26,21 @@ def _private_caches(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _madjax_logger_restored():
-    """Each test starts with the ``madjax`` logger as the previous one found it:
-    a command line test configures it (own handler, no propagation), and
-    ``caplog`` in a later test of the same process must still see its records."""
+def _madjax_logger_unconfigured():
+    """Each test starts with the ``madjax`` logger as a library user finds it: no
+    handler of madjax's, level unset, propagating to the root logger. A command
+    line test (or a module fixture running one) configures it -- own handler,
+    no propagation -- and ``caplog`` in a later test must still see its records."""
     from madjax._progress import log
 
-    saved = (list(log.handlers), log.level, log.propagate)
+    def reset():
+        log.handlers.clear()
+        log.setLevel(logging.NOTSET)
+        log.propagate = True
+
+    reset()
     yield
-    log.handlers[:], log.level, log.propagate = saved
+    reset()
 
 
 def zcrit(m: int = 1, alpha: float = 1e-4) -> float:

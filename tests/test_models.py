@@ -43,8 +43,9 @@ def test_every_registered_model_builds_and_has_a_table_range():
         choice = ModelChoice.create(name, dim=2)
         spec = choice.group_spec(choice.group_key("fresh", dict(n_real=30, n_syn=40)))
         assert spec.dim == 2 and spec.build().fit is not None
-        n_min, n_max, chains, points = entry.table
-        assert 2 <= n_min < n_max and chains >= 2 and points >= 2
+        for dim in (1, 2, 3, 16, 100):
+            n_min, n_max, chains, points = ModelChoice.create(name, dim=dim if name != "gmm" else 2).table
+            assert 2 <= n_min < n_max and chains >= 2 and points >= 2
 
 
 def test_kde_runs_in_every_command_that_takes_model(tmp_path, capsys, monkeypatch):

@@ -149,11 +149,15 @@ def test_weighted_mixing_follows_its_variance_law():
 
 def test_weighted_effective_size_matches_the_stationary_law():
     """effective-size with real_weight: the steady WD of the known-covariance loop is ‖μ − μ₀‖ with
-    μ − μ₀ ~ N(0, (V/d) I), so in d = 2 its mean is sqrt(π V / 4), V = V(w)."""
+    μ − μ₀ ~ N(0, (V/d) I), so in d = 2 its mean is sqrt(π V / 4), V = V(w). A fit to n real points
+    has μ − μ₀ ~ N(0, I/n): n_e = d / V exactly, and n_e's se carries the E-dist table's se."""
     r = madjax.effective_size(loop="fresh", dim=2, n_real=10, n_syn=10, real_weight=GOLDEN, estimator="known-cov",
                               chains=256, seed=1, table_n_max=100)
-    exact = math.sqrt(math.pi * float(theory.weighted_variance(GOLDEN, n_real=10, n_syn=10, trace0=2.0)) / 4)
-    assert abs(r["wd"] - exact) <= zcrit() * r["wd_se"], (r["wd"], exact, r["wd_se"])
+    trace = float(theory.weighted_variance(GOLDEN, n_real=10, n_syn=10, trace0=2.0))
+    exact = math.sqrt(math.pi * trace / 4)
+    assert abs(r["wd"] - exact) <= zcrit(2) * r["wd_se"], (r["wd"], exact, r["wd_se"])
+    ratio = 2 / trace / 10  # the golden ratio (1 + √5)/2 for n_r = n_s
+    assert abs(r["n_e_ratio"] - ratio) <= zcrit(2) * r["n_e_ratio_se"], (r["n_e_ratio"], ratio, r["n_e_ratio_se"])
     with pytest.raises(ParameterError, match="growth"):
         madjax.effective_size(loop="fresh", dim=2, n_real=10, n_syn=10, growth=1.0)
 

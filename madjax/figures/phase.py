@@ -317,9 +317,9 @@ def dry_run(cfg: PhaseConfig) -> str:
     calibration run of the compiled function (:mod:`madjax.walltime`) -- no sweep."""
     parts, work, compilations = [], 0.0, 0
     if cfg.model != "gaussian":
-        n_min, _, table_chains, table_points = cfg.choice().entry.table
+        n_min, n_max, table_chains, table_points = cfg.choice().table
         parts.append(f"E-dist table of the {cfg.model} model: {table_points} sizes from {n_min} to "
-                     f"{cfg.table_n_max or cfg.choice().entry.table[1]} x {table_chains} chains (cached once built)")
+                     f"{cfg.table_n_max or n_max} x {table_chains} chains (cached once built)")
     for name, grid, fixed in cfg.sweeps:
         keys = list(grid)
         cells = [cell_params({**fixed, **dict(zip(keys, c))}) for c in itertools.product(*grid.values())]

@@ -72,7 +72,7 @@ def sample_gmm(key: Array, params: GMMParams, rows: int, lam) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class GMMSpec:
+class GMMSpec(points.PointModelSpec):
     """The K-component full-covariance GMM on the 25-mode grid (static, hashable; DESIGN §4).
 
     Attributes:
@@ -121,18 +121,6 @@ class GMMSpec:
         # point_diagnostics: > k = 5 points for recall, and > 25 so that some mode can hold 2
         check_int("n_eval", self.n_eval, minimum=26)
         check_choice("transport", self.transport, SOLVERS)
-
-    @property
-    def points(self) -> int:
-        """Rows per draw held in memory (memory estimates)."""
-        return self.draw_rows
-
-    def check_loop(self, loop) -> None:
-        """Every loop variant runs: memory K via :func:`~madjax.points.mixture_rows`, the
-        accumulating pool via :func:`~madjax.points.append` (``generations · draw_rows`` rows),
-        accumulate-subsample via :func:`~madjax.points.subsample`; weighted mixing and
-        curation are refused (:func:`~madjax.points.refuse_operators`)."""
-        points.refuse_operators(loop, "gmm")
 
     def build(self) -> LoopModel:
         return gmm_loop_model(self)
