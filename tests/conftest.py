@@ -70,3 +70,14 @@ def assert_close_se(estimate, exact, se, z, what=""):
     estimate, exact, se = (np.asarray(v, dtype=float) for v in (estimate, exact, se))
     dev = np.abs(estimate - exact)
     assert np.all(dev <= z * se), f"{what}: |est - exact| = {dev} > {z:.2f} * se = {z * se} (est {estimate}, exact {exact})"
+
+
+def figure_texts(fig) -> list[str]:
+    """Every text a reader sees on a matplotlib figure: title, caption, panel titles, axis labels
+    (colour bars are axes too) and legends."""
+    texts = [fig._suptitle.get_text(), fig._supxlabel.get_text()]
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        legend = ax.get_legend()
+        texts += [t.get_text() for t in legend.get_texts()] if legend else []
+    return texts

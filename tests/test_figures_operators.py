@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 import madjax
-from conftest import zcrit
+from conftest import figure_texts, zcrit
 from madjax.cli import main
 from madjax.figures import FIGURE_IDS, get_figure, reproduce
 from madjax.figures.operators import FIGURE_IDS as OPERATORS
@@ -25,16 +25,6 @@ def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("operators")
     reproduce(list(OPERATORS), preset="smoke", out=str(out), progress=False)
     return out
-
-
-def _texts(fig) -> list[str]:
-    """Every text a reader sees: title, caption, panel titles, axis labels, legends."""
-    texts = [fig._suptitle.get_text(), fig._supxlabel.get_text()]
-    for ax in fig.axes:
-        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
-        legend = ax.get_legend()
-        texts += [t.get_text() for t in legend.get_texts()] if legend else []
-    return texts
 
 
 def _compared_points(summary: dict) -> int:
@@ -115,7 +105,7 @@ def test_plot_redraws_from_data(smoke, monkeypatch):
         os.remove(smoke / f"{fig}.png")
         assert main(["plot", fig, "--from", str(smoke)]) == 0 and (smoke / f"{fig}.png").exists(), fig
     drawn = {}
-    monkeypatch.setattr(operators, "save", lambda f, out, name: drawn.setdefault(name, _texts(f)) and [name])
+    monkeypatch.setattr(operators, "save", lambda f, out, name: drawn.setdefault(name, figure_texts(f)) and [name])
     for fig in OPERATORS:
         assert main(["plot", fig, "--from", str(smoke)]) == 0
         texts = drawn[fig]

@@ -252,6 +252,24 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(damage, straight
     assert Checkpointer(str(tmp_path / "checkpoints")).latest() == 3
 
 
+def test_arrays_that_decode_but_were_not_saved_there_are_caught(tmp_path, caplog):
+    """Generation 1's state files copied into generation 2: orbax restores them (same shapes), and only
+    the checksum in generation 2's metadata tells; the run falls back to generation 1."""
+    import jax
+
+    ckpt = Checkpointer(str(tmp_path))
+    params = {1: {"w": np.arange(6.0, dtype=np.float32).reshape(2, 3)}, 2: {"w": np.ones((2, 3), np.float32)}}
+    for t in (1, 2):
+        ckpt.save(t, params=params[t], history=[], pool=None, metrics=[{"generation": g} for g in range(1, t + 1)])
+    shutil.rmtree(tmp_path / "2" / "state")
+    shutil.copytree(tmp_path / "1" / "state", tmp_path / "2" / "state")
+    caplog.clear()
+    restored = Checkpointer(str(tmp_path)).restore_latest(jax.eval_shape(lambda: params[1]))
+    (warning,) = _warnings(caplog)
+    assert "generation 2 unusable (its arrays differ from the ones saved (checksum))" in warning, warning
+    assert restored.generation == 1 and np.array_equal(restored.params["w"], params[1]["w"])
+
+
 def test_no_usable_checkpoint_starts_again(straight, tmp_path, caplog):
     _train(tmp_path, 2)
     for step in ("1", "2"):

@@ -1,13 +1,13 @@
 """Resumable sweeps, reproduce and plot for the phase-diagram figures."""
 
-import os
-
 import json
+import os
 
 import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from conftest import figure_texts
 
 import madjax
 from madjax import sweeps
@@ -109,16 +109,6 @@ def test_sweep_cli_and_bad_input(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def _texts(fig) -> list[str]:
-    """Every text a reader sees: title, caption, panel titles, axis labels, legends, colour bars."""
-    texts = [fig._suptitle.get_text(), fig._supxlabel.get_text()]
-    for ax in fig.axes:
-        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
-        legend = ax.get_legend()
-        texts += [t.get_text() for t in legend.get_texts()] if legend else []
-    return texts
-
-
 def test_reproduce_smoke_writes_figures_and_plot_redraws(tmp_path, capsys, monkeypatch):
     reproduce(["fig10", "fig9"], preset="smoke", out=str(tmp_path), progress=False)
     for name in ("fig10.png", "fig10.pdf", "fig10.nc", "fig10_threshold.nc", "fig9.png", "fig9.nc"):
@@ -127,7 +117,7 @@ def test_reproduce_smoke_writes_figures_and_plot_redraws(tmp_path, capsys, monke
     from madjax.figures import phase
 
     drawn = []
-    monkeypatch.setattr(phase, "save", lambda fig, out, name: drawn.append(_texts(fig)) or [name])
+    monkeypatch.setattr(phase, "save", lambda fig, out, name: drawn.append(figure_texts(fig)) or [name])
     assert main(["plot", "fig10", "--from", str(tmp_path)]) == 0
     texts = drawn[0]
     assert "$n_r$" in texts[0] and "$n_s$" in texts[0] and r"$\lambda$ = 0.7" in texts

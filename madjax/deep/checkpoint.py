@@ -11,8 +11,10 @@ intact). Each holds two items:
   accumulated synthetic pool (absent when empty: orbax refuses zero-size
   arrays). The pool is any pytree of arrays sharing a leading row axis: an
   ``(n, d)`` array of points, or an ``Images(x, y)`` of images and labels;
-* ``meta`` (``JsonSave``): ``generation``, the metric rows so far, and the
-  sizes needed to rebuild the restore target (``n_history``, ``pool_rows``).
+* ``meta`` (``JsonSave``): ``generation``, the metric rows so far, the
+  sizes needed to rebuild the restore target (``n_history``, ``pool_rows``)
+  and ``state_sha256``, a SHA-256 of every array of ``state`` (dtype, shape
+  and bytes, in tree order).
 
 The restore target of the pool is its *row structure* -- the pytree of
 ``jax.ShapeDtypeStruct`` of a one-row dataset, e.g.
@@ -25,10 +27,16 @@ Metrics round-trip exactly: JSON writes Python floats with ``repr``.
 A damaged latest checkpoint (a disk fault, a file edited or truncated) does
 not end a run: :meth:`Checkpointer.restore_latest` falls back to the newest
 one that restores and checks out (``keep`` ≥ 2 keeps one before the latest).
+Orbax checks that files decode, not what they hold: the checksum catches
+arrays that decode but are not the ones saved (another generation's files
+copied in, bytes altered inside a chunk that still decompresses). A
+checkpoint written before checksums (no ``state_sha256``) is restored
+unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any, NamedTuple
 
@@ -93,6 +101,7 @@ class Checkpointer:
             "metrics": metrics,
             "n_history": len(history),
             "pool_rows": rows,
+            "state_sha256": state_digest(state),
         }
         self._manager.save(
             generation, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
@@ -161,6 +170,8 @@ class Checkpointer:
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         ).state
         state = jax.tree.map(_uncommitted, state)
+        if "state_sha256" in meta and state_digest(state) != meta["state_sha256"]:
+            raise ValueError("its arrays differ from the ones saved (checksum)")
         return Restored(
             generation=step,
             params=state["params"],
@@ -181,6 +192,16 @@ def _uncommitted(leaf: Any) -> Any:
     seconds for a U-Net) although nothing changed. Values are unchanged.
     """
     return jnp.asarray(np.asarray(leaf)) if isinstance(leaf, jax.Array) else leaf
+
+
+def state_digest(state: Any) -> str:
+    """SHA-256 of a pytree's arrays: each leaf's dtype, shape and bytes, in tree order."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(state):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def pool_rows(pool: Any) -> int:
