@@ -204,6 +204,7 @@ def plot(out_dir: str) -> list[str]:
                 ok = np.all(np.isfinite(x), axis=1)
                 ax.scatter(x[ok, 0], x[ok, 1], s=0.5, alpha=0.25, lw=0, color="k" if col == 0 else f"C{row}")
             ax.set(xlim=(-3.5, 3.5), ylim=(-1.5, 10), xticks=[], yticks=[])
+            ax.set_box_aspect(1.0)  # square at every preset: few panels must not stretch to the figure's width
             ax.set_title(title, fontsize=8)
             if col == 0:
                 ax.set_ylabel(setting("lam", lam), fontsize=9)

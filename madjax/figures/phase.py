@@ -470,8 +470,12 @@ def _threshold(ax, thr: xr.Dataset) -> list:
                     Patch(facecolor="white", alpha=0.6, edgecolor="k", ls=":", label=r"$n_s^*$ interval")]
     beyond = ~np.isfinite(star) & np.isfinite(lo)
     if beyond.any():  # at the searched range's end, or on the right edge when that lies beyond the axes
+        from matplotlib.transforms import offset_copy
+
+        # raised above the cell's centre, where its value and ±se are written
+        above_text = offset_copy(ax.transData, fig=ax.figure, y=10, units="points")
         ax.plot(np.minimum(lo[beyond], ax.get_xlim()[1]), n_r[beyond], ">", color="k", ms=6, mec="white", zorder=6,
-                clip_on=False)
+                clip_on=False, transform=above_text)
         handles.append(Line2D([], [], ls="", marker=">", color="k", mec="white",
                               label=r"$n_s^*$ beyond the searched range"))
     return handles
