@@ -158,9 +158,11 @@ def _reason(err: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def open_checked(path: str, param: str = "from", variables: tuple[str, ...] = ()) -> xr.Dataset:
-    """Load a NetCDF file madjax wrote, refusing other schemas (:func:`check_schema`), damaged files and
-    files without ``variables`` -- each with one line naming ``param`` and the file."""
+def open_checked(path: str, param: str = "from", variables: tuple[str, ...] = (),
+                 dims: dict[str, tuple[str, ...]] | None = None) -> xr.Dataset:
+    """Load a NetCDF file madjax wrote, refusing other schemas (:func:`check_schema`), damaged files,
+    files without ``variables`` (or the variables of ``dims``) and variables whose dimensions are not
+    those of ``dims`` (``{variable: dims}``) -- each with one line naming ``param`` and the file."""
     if not os.path.isfile(path):
         raise ParameterError(param, f"{path}: " + ("not a file" if os.path.exists(path) else "no such file"))
     try:
@@ -168,9 +170,14 @@ def open_checked(path: str, param: str = "from", variables: tuple[str, ...] = ()
     except READ_ERRORS as err:
         raise ParameterError(param, f"{path}: not a readable NetCDF file ({_reason(err)})") from None
     check_schema(path, ds.attrs, param)
-    missing = [v for v in variables if v not in ds.variables]
+    dims = dims or {}
+    missing = [v for v in dict.fromkeys((*variables, *dims)) if v not in ds.variables]
     if missing:
         raise ParameterError(param, f"{path}: missing variable(s) {', '.join(missing)}")
+    for name, expected in dims.items():
+        if ds[name].dims != tuple(expected):
+            raise ParameterError(param, f"{path}: variable {name} has dimensions {ds[name].dims}, "
+                                        f"expected {tuple(expected)}")
     return ds
 
 

@@ -566,6 +566,26 @@ def test_a_damaged_chain_batch_is_computed_again(tmp_path, caplog):
     assert str(path) in warning and "computing it again" in warning
 
 
+@pytest.mark.parametrize("damage", ["transposed", "variable missing"])
+def test_a_gmm_file_with_other_dimensions_is_one_line_naming_it(damage, tmp_path, capsys):
+    """The GMM plots average over axis 0 as chains: a file laid out otherwise would plot wrong numbers."""
+    import xarray as xr
+
+    from madjax.cli import main
+    from madjax.figures.gmm import PLOTTED
+    from madjax.io import provenance
+
+    sizes = {"chain": 2, "generation": 3, "snapshot": 1, "point": 4, "xy": 2}
+    ds = xr.Dataset({name: (dims, np.ones([sizes[d] for d in dims], np.float32)) for name, dims in PLOTTED.items()},
+                    coords={"chain": [0, 1], "generation": [1, 2, 3], "snapshot": [1]}, attrs=provenance({}))
+    ds = ds.transpose("generation", "chain", ...) if damage == "transposed" else ds.drop_vars("recall")
+    ds.to_netcdf(tmp_path / "fig11_12.nc")
+    assert main(["plot", "fig12", "--from", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"madjax: error: --from: {tmp_path / 'fig11_12.nc'}: ") and err.count("\n") == 1, err
+    assert ("dimensions" if damage == "transposed" else "missing variable(s) recall") in err
+
+
 @pytest.mark.slow
 def test_kill_9_during_store_creation_leaves_a_store_the_rerun_accepts(tmp_path):
     import subprocess

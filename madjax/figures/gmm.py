@@ -222,11 +222,17 @@ def dry_run(config: GMMFigureConfig) -> str:
 # ----------------------------------------------------------------------------- plots
 
 
+# What the plots read, with the dimensions they index by.
+PLOTTED = {"snap_samples": ("chain", "snapshot", "point", "xy"),
+           **{name: ("chain", "generation")
+              for name in ("modes_covered", "total_variance", "modal_variance", "recall")}}
+
+
 def _load(out_dir: str) -> xr.Dataset:
     path = _combined(out_dir)
     if not os.path.exists(path):
         raise ParameterError("from", f"no {NAME} data under {out_dir!r} (run `madjax reproduce fig11` first)")
-    return open_checked(path)
+    return open_checked(path, dims=PLOTTED)
 
 
 def _caption(ds: xr.Dataset, what: str) -> str:
