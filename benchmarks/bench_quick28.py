@@ -34,63 +34,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
 import time
 
-MODEL_NAMES = ("ddpm", "wgan")
+from _stages import MODEL_NAMES, checked, model_list, timed
 
-
-def _models(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if not names or any(m not in MODEL_NAMES for m in names):
-        raise argparse.ArgumentTypeError(f"must be a comma list of {', '.join(MODEL_NAMES)}, got {text!r}")
-    return list(dict.fromkeys(names))
-
-
-def _lam(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}")
-    return value
+_lam = checked(float, lambda v: 0 < v <= 1, "in (0, 1]")
+_images = checked(int, lambda v: v >= 2, "an integer >= 2")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench_quick28.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--models", type=_models, default=list(MODEL_NAMES), help="comma list of ddpm, wgan")
+    p.add_argument("--models", type=model_list, default=list(MODEL_NAMES), help="comma list of ddpm, wgan")
     p.add_argument("--preset", default="quick", choices=("smoke", "quick", "paper"))
     p.add_argument("--data", default="fashion-mnist", choices=("mnist", "fashion-mnist", "digits"))
     p.add_argument("--data-dir", default=None, help="directory of the IDX files (default: the data set's)")
     p.add_argument("--lam", type=_lam, default=1.0, help="sampling bias λ of both sampling stages")
     p.add_argument("--probe", action="store_true", help="extrapolate the fit and samples from one epoch / one probe")
-    p.add_argument("--probe-images", type=_positive_int, default=100, help="images of the sampling probe")
+    p.add_argument("--probe-images", type=_images, default=100, help="images of the sampling probe")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "quick28.json"))
     return p.parse_args(argv)
-
-
-def _timed(fn, *args):
-    import jax
-
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return out, time.perf_counter() - start
 
 
 def main(argv=None) -> int:
@@ -101,6 +68,7 @@ def main(argv=None) -> int:
     from madjax.data import get_source
     from madjax.deep.features import lenet_features
     from madjax.deep.runner import MODELS, image_evaluation, image_preset, loop_sizes
+    from madjax.io import write_json
     from madjax.validation import ParameterError
 
     try:
@@ -116,9 +84,7 @@ def main(argv=None) -> int:
 
     def save():
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".tmp", "w") as f:
-            json.dump(record, f, indent=2)
-        os.replace(args.out + ".tmp", args.out)
+        write_json(args.out, record, indent=2)
 
     def say(what, values):
         print(f"{what}: " + ", ".join(f"{k} {v}" for k, v in values.items()), file=sys.stderr, flush=True)
@@ -142,33 +108,33 @@ def main(argv=None) -> int:
         k_init, k_real, k_fit, k_sample = jax.random.split(jax.random.fold_in(key, i), 4)
         build = MODELS[name].build
         model = build(config, False)
-        (params, init_s) = _timed(model.init, k_init)
+        (params, init_s) = timed(model.init, k_init)
         train = source.sample(k_real, loop.n_syn)
         one = build(dataclasses.replace(config, epochs=1), False)
-        _, first = _timed(one.fit, k_fit, params, train)
-        _, epoch = _timed(one.fit, k_fit, params, train)
+        _, first = timed(one.fit, k_fit, params, train)
+        _, epoch = timed(one.fit, k_fit, params, train)
         stages["fit"] = {"first_epoch_s": round(first, 2), "epoch_s": round(epoch, 2), "epochs": config.epochs,
                          "estimate_s": round(epoch * config.epochs, 1)}
         if not args.probe:
-            (params, _), fit_s = _timed(model.fit, k_fit, params, train)
+            (params, _), fit_s = timed(model.fit, k_fit, params, train)
             stages["fit"]["seconds"] = round(fit_s, 1)
         say(f"{name} fit", stages["fit"])
         save()
         m = args.probe_images
-        _, first = _timed(model.sample, k_sample, params, m, args.lam)
-        _, probe = _timed(model.sample, jax.random.fold_in(k_sample, 1), params, m, args.lam)
+        _, first = timed(model.sample, k_sample, params, m, args.lam)
+        _, probe = timed(model.sample, jax.random.fold_in(k_sample, 1), params, m, args.lam)
         n_draw = loop.n_syn + n_eval
         stages["sample"] = {"first_probe_s": round(first, 2), "probe_s": round(probe, 2), "probe_images": m,
                             "images": n_draw, "estimate_s": round(probe * n_draw / m, 1)}
         if not args.probe:
-            _, syn_s = _timed(model.sample, jax.random.fold_in(k_sample, 2), params, loop.n_syn, args.lam)
-            _, ev_s = _timed(model.sample, jax.random.fold_in(k_sample, 3), params, n_eval, args.lam)
+            _, syn_s = timed(model.sample, jax.random.fold_in(k_sample, 2), params, loop.n_syn, args.lam)
+            _, ev_s = timed(model.sample, jax.random.fold_in(k_sample, 3), params, n_eval, args.lam)
             stages["sample"].update(n_syn_s=round(syn_s, 1), n_eval_s=round(ev_s, 1), seconds=round(syn_s + ev_s, 1))
         say(f"{name} sample", stages["sample"])
         save()
         real = source.sample(jax.random.fold_in(k_real, 1), n_eval)
         evaluation.evaluate(None, None, source.sample(jax.random.fold_in(k_real, 2), n_eval), evaluation.reference)
-        _, eval_s = _timed(lambda: evaluation.evaluate(None, None, real, evaluation.reference))
+        _, eval_s = timed(lambda: evaluation.evaluate(None, None, real, evaluation.reference))
         stages["evaluate"] = {"seconds": round(eval_s, 1), "images": n_eval}
         total = sum(s.get("seconds", s.get("estimate_s", 0.0)) for s in stages.values())
         stages["generation_s"] = round(total, 1)

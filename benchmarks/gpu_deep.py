@@ -28,7 +28,7 @@ stage), timing each stage with ``block_until_ready``:
               and the same for ``n_eval`` real training images (the floor).
 
 **Budgets, the only cuts.** ``epochs_run`` is the preset's epochs unless
-``epoch_s`` × epochs would exceed ``--fit-budget-s`` (default 120 s per
+``epoch_s`` × epochs would exceed ``--fit-budget-s`` (default 100 s per
 model); then it is the largest number of epochs that fits, and the JSON says
 so (``cut``). Likewise ``n_eval`` is cut to whole sampler chunks when the
 second probe chunk says the samples would take more than
@@ -53,26 +53,10 @@ import platform
 import sys
 import time
 
+from _stages import MODEL_NAMES, checked, model_list, timed
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODEL_NAMES = ("ddpm", "wgan")
-
-
-def _models(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in names if m not in MODEL_NAMES]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(f"must be a comma list of {', '.join(MODEL_NAMES)}, got {text!r}")
-    return list(dict.fromkeys(names))
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
+_seconds = checked(float, lambda v: 0 < v < math.inf, "a positive number of seconds")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,12 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="gpu_deep.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--models", type=_models, default=list(MODEL_NAMES), help="comma list of ddpm, wgan")
+    p.add_argument("--models", type=model_list, default=list(MODEL_NAMES), help="comma list of ddpm, wgan")
     p.add_argument("--preset", default="paper", choices=("smoke", "quick", "paper"), help="the models' preset")
     p.add_argument("--data-dir", default=FASHION_MNIST_DIR, help="directory of the four Fashion-MNIST IDX files")
     p.add_argument("--seed", type=int, default=0, help="seed of every key")
-    p.add_argument("--fit-budget-s", type=_positive, default=100.0, help="most seconds of one model's fit")
-    p.add_argument("--sample-budget-s", type=_positive, default=60.0, help="most seconds of one model's samples")
+    p.add_argument("--fit-budget-s", type=_seconds, default=100.0, help="most seconds of one model's fit")
+    p.add_argument("--sample-budget-s", type=_seconds, default=60.0, help="most seconds of one model's samples")
     p.add_argument("--no-cut", action="store_true", help="the preset's sizes whatever they cost (no budgets)")
     p.add_argument("--dry-run", action="store_true", help="validate, print the plan and exit (no training)")
     p.add_argument("--out", default=os.path.join(HERE, "out", "gpu_deep.json"), help="JSON file")
@@ -93,14 +77,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0 <= args.seed <= 2**32 - 1:
         p.error(f"--seed: must be in [0, 2**32 - 1], got {args.seed}")
     return args
-
-
-def _timed(fn, *args):
-    import jax
-
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return out, time.perf_counter() - start
 
 
 def _chunk(config) -> int:
@@ -116,11 +92,10 @@ class Record:
         self.save()
 
     def save(self) -> None:
+        from madjax.io import write_json
+
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=2)
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data, indent=2)
 
 
 def plan(args) -> list[dict]:
@@ -161,13 +136,13 @@ def run_model(args, entry: dict, evaluation, record: Record, key) -> None:
     start = time.perf_counter()
     model = build(config, False)
     params = jax.block_until_ready(model.init(k_init))
-    train, draw_s = _timed(source.sample, k_real, entry["n"])
+    train, draw_s = timed(source.sample, k_real, entry["n"])
     done("init", seconds=round(time.perf_counter() - start, 2), real_draw_s=round(draw_s, 2),
          parameters=int(sum(np.size(x) for x in jax.tree.leaves(params))))
 
     one = build(dataclasses.replace(config, epochs=1), False)  # the same compiled steps (epochs is not compiled in)
-    _, first_s = _timed(one.fit, k_probe, params, train)
-    _, epoch_s = _timed(one.fit, k_probe, params, train)
+    _, first_s = timed(one.fit, k_probe, params, train)
+    _, epoch_s = timed(one.fit, k_probe, params, train)
     epochs = config.epochs
     budget_epochs = max(1, int(args.fit_budget_s // epoch_s))
     epochs_run = epochs if args.no_cut else min(epochs, budget_epochs)
@@ -175,19 +150,19 @@ def run_model(args, entry: dict, evaluation, record: Record, key) -> None:
          compile_s=round(max(first_s - epoch_s, 0.0), 2), preset_fit_estimate_s=round(epochs * epoch_s, 1))
 
     fitter = model if epochs_run == epochs else build(dataclasses.replace(config, epochs=epochs_run), False)
-    (params, _), fit_s = _timed(fitter.fit, k_fit, params, train)
+    (params, _), fit_s = timed(fitter.fit, k_fit, params, train)
     done("fit", seconds=round(fit_s, 2), epochs_run=epochs_run, epochs_preset=epochs, images=entry["n"],
          cut=epochs_run < epochs)
 
     n_eval = entry["n_eval"] or int(evaluation.reference.x.shape[0])
     chunk = min(_chunk(config), n_eval)
-    _, probe_s = _timed(model.sample, k_sample, params, chunk, 1.0)  # compiles the sampler
-    _, chunk_s = _timed(model.sample, jax.random.fold_in(k_sample, 1), params, chunk, 1.0)
+    _, probe_s = timed(model.sample, k_sample, params, chunk, 1.0)  # compiles the sampler
+    _, chunk_s = timed(model.sample, jax.random.fold_in(k_sample, 1), params, chunk, 1.0)
     per_image = chunk_s / chunk
     n_run = n_eval
     if not args.no_cut and per_image * n_eval > args.sample_budget_s:
         n_run = max(chunk, int(args.sample_budget_s / per_image) // chunk * chunk)
-    x, sample_s = _timed(model.sample, k_sample, params, n_run, 1.0)
+    x, sample_s = timed(model.sample, k_sample, params, n_run, 1.0)
     done("sample", first_chunk_s=round(probe_s, 2), chunk_s=round(chunk_s, 2), chunk=chunk,
          seconds=round(sample_s, 2), n=n_run,
          n_preset=n_eval, cut=n_run < n_eval, images_per_s=round(n_run / sample_s, 1))
