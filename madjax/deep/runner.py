@@ -572,10 +572,12 @@ def train(
     entry = MODELS[model]
     if data not in entry.data:
         raise ParameterError("data", f"{model} models {' or '.join(entry.data)}, got {data!r}")
-    spec = model_presets(model)[preset]
     source = get_source(data, data_dir)  # reads and checks IDX files before any work
     if data in IMAGE_NAMES:
         spec = image_preset(model, preset, source)  # adapted to the images (QUICK_28 on 28×28)
+    else:
+        spec = model_presets(model)[preset]
+        spec = spec._replace(config=entry.adapt(spec.config, source))
     lam = check_lam(lam)
     generations = check_int("generations", generations, minimum=1)
     save_every = check_int("save_every", save_every, minimum=1)
@@ -591,7 +593,7 @@ def train(
     check_train_run(generations=generations, n_ini=loop_spec.n_ini,
                     points=max(loop_spec.n_ini, loop_spec.n_real + pool), width=math.prod(source.shape),
                     allow_large=allow_large)
-    config = entry.adapt(spec.config, source)
+    config = spec.config
     record = {
         "model": model, "preset": preset, "data": data, "lam": lam, "seed": seed,
         "loop": dataclasses.asdict(loop_spec), model: dataclasses.asdict(config),
